@@ -56,14 +56,11 @@ def _cmd_book(args: argparse.Namespace) -> None:
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
-    import cv2
-
     from .landmarks import LandmarkDetector
+    from .video import read_image
 
-    image = cv2.imread(str(args.image))
-    if image is None:
-        raise UserError(f"cannot read image {args.image}")
-    faces = LandmarkDetector(args.backend).detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    image = read_image(args.image)
+    faces = LandmarkDetector(args.backend).detect(image)
     if not faces:
         raise UserError(f"no face found in {args.image}")
     print(json.dumps([{"box": list(f.box), "landmarks": f.landmarks.round(2).tolist()} for f in faces]))

@@ -21,6 +21,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "probe",
+    "read_image",
     "iter_frames",
     "read_video",
     "resample_indices",
@@ -38,12 +39,8 @@ class VideoInfo:
     fps: float
     width: int
     height: int
-    duration: float
+    duration: float  # of the container: the longer of the video and audio streams
     audio_codec: str | None = None
-
-    @property
-    def n_frames(self) -> int:
-        return int(round(self.duration * self.fps))
 
 
 def _open(path: str | Path) -> tuple[Iterator[bytes], dict]:
@@ -59,6 +56,20 @@ def _open(path: str | Path) -> tuple[Iterator[bytes], dict]:
         reader.close()
         raise VideoError(f"{path} has no video stream")
     return reader, meta
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A still image (png, jpg, ...) as an (H, W, 3) uint8 RGB array."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"cannot read image {path}: file not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError):
+        raise VideoError(f"cannot read image {path}: not an image file") from None
 
 
 def probe(path: str | Path) -> VideoInfo:

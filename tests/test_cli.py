@@ -1,0 +1,45 @@
+"""One command line drives every stage; bad input ends in one clear line and a non-zero exit."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "opflowtalker.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_landmarks_command_prints_68_points_as_json():
+    proc = run_cli("landmarks", "data/external/faces/hopper.png", "--backend", "dlib")
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads(proc.stdout)
+    assert len(faces) == 1 and len(faces[0]["landmarks"]) == 68
+
+
+@pytest.mark.parametrize("args, message", [
+    (("landmarks", "no/such/image.png"), "cannot read image"),
+    (("notebook", "notebooks/missing.ipynb", "out.ipynb"), "notebook not found"),
+    (("notebook", "notebooks/audio.ipynb", "out.ipynb", "--params", "nope.yaml"), "parameters file not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (ROOT / "out.ipynb").exists()
+
+
+def test_a_photo_without_a_face_is_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 120, 3), 200, np.uint8)).save(blank)
+    proc = run_cli("landmarks", blank, "--backend", "dlib")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"opflowtalker landmarks: error: no face found in {blank}"

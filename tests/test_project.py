@@ -1,0 +1,55 @@
+"""The project's setup promises: one environment described twice, CI running the README's test
+command, a pipeline DVC can read, and a book that builds offline with warnings as errors."""
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from opflowtalker.notebooks import build_book, execute_notebook
+from opflowtalker.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_pins_the_same_packages_as_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(deps) == sorted(p for p in pip if p != "-e .")
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][A-Za-z0-9.+]*", d) for d in deps)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^\s*(make \w+)\s*$", readme, flags=re.M)
+    assert "make study" in commands and "make test" in commands
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == ["make test"]
+
+
+def test_dvc_pipeline_is_valid_and_analytics_are_off():
+    config = (ROOT / ".dvc" / "config").read_text()
+    assert re.search(r"analytics\s*=\s*false", config)
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "dag", "--md"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]:
+        assert stage in proc.stdout
+    assert "audio" in load_params(ROOT / "params.yaml")["notebooks"]
+
+
+def test_the_audio_chapter_executes_and_the_book_builds_offline(tmp_path):
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "chapters"))
+    params = load_params(ROOT / "params.yaml")["notebooks"]["audio"]
+    execute_notebook(ROOT / "notebooks" / "audio.ipynb", book / "chapters" / "audio.ipynb", params, cwd=ROOT)
+    html = build_book(book)
+    page = (html / "chapters" / "audio.html").read_text()
+    assert "<img" in page and "_images/" in page  # the figure made it in
+    assert "mathjax/tex-chtml.js" in page  # MathJax served from the book itself
+    external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page)
+    assert external == []
