@@ -1,0 +1,188 @@
+"""Claims about the embedded talking-face corpus renderer.
+
+Each claim is checked on every portrait that ships with the repository, driven by a
+hand-written phone sequence for the GRID-style sentence "bin blue at f two now".
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from opflowtalker.corpus.render import RenderConfig, build_rig, detect_landmarks, load_portrait, render
+from opflowtalker.corpus.viseme import BILABIALS, frame_times, viseme_tracks
+
+FACES = Path(__file__).resolve().parents[1] / "data" / "external" / "faces"
+IDENTITIES = ["hopper", "goatee", "woman", "glasses"]
+
+_DURATIONS = [("sil", 0.30), ("b", 0.07), ("ih", 0.09), ("n", 0.07), ("b", 0.07), ("l", 0.06), ("uw", 0.16),
+              ("ae", 0.11), ("t", 0.07), ("eh", 0.09), ("f", 0.10), ("t", 0.07), ("uw", 0.15), ("n", 0.07),
+              ("aw", 0.22), ("sil", 0.60)]
+
+
+def _phones():
+    out, t = [], 0.0
+    for p, d in _DURATIONS:
+        out.append((p, round(t, 3), round(t + d, 3)))
+        t += d
+    return out
+
+
+PHONES = _phones()
+DURATION = PHONES[-1][2]
+N_FRAMES = int(round(DURATION * 25))
+SPEECH_END = PHONES[-2][2]
+
+
+@pytest.fixture(scope="module")
+def tracks():
+    return viseme_tracks(PHONES, N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def portraits():
+    return {name: load_portrait(str(FACES / f"{name}.png")) for name in IDENTITIES}
+
+
+@pytest.fixture(scope="module")
+def clips96(portraits, tracks):
+    return {name: render(build_rig(p, RenderConfig(size=96)), tracks, seed=7) for name, p in portraits.items()}
+
+
+@pytest.fixture(scope="module")
+def clips128(portraits, tracks):
+    return {name: render(build_rig(p, RenderConfig(size=128)), tracks, seed=3) for name, p in portraits.items()}
+
+
+MOVING = 0.25  # px per frame
+
+
+def warp_residuals(clip):
+    """Warp frame t+1 back onto frame t with the stored flow, over the whole clip.
+
+    Returns (ratio, mean_abs): on valid pixels that move at least MOVING px, the warped
+    photometric residual over the unwarped one; and the warped residual on all valid
+    pixels in grey levels.  Nearly still pixels are left out of the ratio because there
+    the unwarped residual is itself below the uint8 rounding and bilinear-resampling floor.
+    """
+    S = clip.frames.shape[1]
+    gx, gy = np.meshgrid(np.arange(S, dtype=np.float32), np.arange(S, dtype=np.float32))
+    warped = plain = everywhere = 0.0
+    count = 0
+    for t in range(clip.flow.shape[0]):
+        a = clip.frames[t].astype(np.float32)
+        b = clip.frames[t + 1]
+        back = cv2.remap(b, gx + clip.flow[t, ..., 0], gy + clip.flow[t, ..., 1], cv2.INTER_LINEAR).astype(np.float32)
+        err = np.abs(a - back)
+        m = clip.valid[t]
+        moving = m & (np.linalg.norm(clip.flow[t], axis=-1) >= MOVING)
+        warped += err[moving].sum()
+        plain += np.abs(a - b.astype(np.float32))[moving].sum()
+        everywhere += err[m].sum()
+        count += 3 * m.sum()
+    return warped / plain, everywhere / count
+
+
+@pytest.mark.parametrize("name", IDENTITIES)
+def test_stored_flow_warps_next_frame_onto_current(clips96, name):
+    clip = clips96[name]
+    assert clip.valid.mean() > 0.9  # the mask removes the mouth interior, not the face
+    ratio, grey = warp_residuals(clip)
+    assert ratio <= 0.25
+    assert grey < 1.0
+
+
+@pytest.mark.parametrize("name", IDENTITIES)
+def test_flow_carries_landmarks(clips96, name):
+    clip = clips96[name]
+    # Inner lips sit on the painted rim and closing eyelids squeeze the field within a
+    # pixel, where a bilinear read of the flow is not the flow at the point.
+    skip = set(range(60, 68)) | {37, 38, 40, 41, 43, 44, 46, 47}
+    keep = [i for i in range(68) if i not in skip]
+    S = clip.frames.shape[1]
+    for t in range(clip.flow.shape[0]):
+        p = clip.landmarks[t, keep]
+        inside = np.all((p >= 1) & (p <= S - 2), axis=1)
+        p = p[inside]
+        f = np.stack([cv2.remap(clip.flow[t, ..., c], p[:, 0:1], p[:, 1:2], cv2.INTER_LINEAR)[:, 0] for c in (0, 1)], 1)
+        np.testing.assert_allclose(p + f, clip.landmarks[t + 1, keep][inside], atol=0.15)
+
+
+@pytest.fixture(scope="module")
+def dlib_on_frames(clips128):
+    """dlib's lip gap (landmark 66.y - 62.y) on every rendered frame where it finds a face, next to
+    the rendered opening, per identity."""
+    out = {}
+    for name, clip in clips128.items():
+        measured, rendered = [], []
+        for frame, gap in zip(clip.frames, clip.mouth_open):
+            lm = detect_landmarks(frame, upsample=1, pick="largest")
+            if lm is not None:
+                measured.append(lm[66, 1] - lm[62, 1])
+                rendered.append(gap)
+        out[name] = (np.array(measured), np.array(rendered), len(clip.frames))
+    return out
+
+
+def test_dlib_finds_the_face_in_99_percent_of_frames(dlib_on_frames):
+    found = sum(len(m) for m, _, _ in dlib_on_frames.values())
+    total = sum(n for _, _, n in dlib_on_frames.values())
+    assert found >= 0.99 * total
+
+
+def test_dlib_lip_gap_tracks_the_rendered_opening(dlib_on_frames):
+    # dlib places the inner lips less surely under a moustache and goatee: there its measured gap
+    # is compressed (about 0.4 of the rendered spread), which lowers r for that identity alone.
+    for name, (measured, rendered, _) in dlib_on_frames.items():
+        assert np.corrcoef(measured, rendered)[0, 1] >= (0.75 if name == "goatee" else 0.9), name
+
+
+def _bilabial_frames():
+    t = frame_times(N_FRAMES)
+    return [int(np.argmin(np.abs(t - 0.5 * (s + e)))) for p, s, e in PHONES if p in BILABIALS]
+
+
+@pytest.mark.parametrize("name", IDENTITIES)
+def test_lips_close_on_bilabials(clips96, name):
+    clip = clips96[name]
+    rest = clip.mouth_open[0]
+    for f in _bilabial_frames():
+        assert not clip.interior[f].any()  # nothing painted: no opening at all
+        assert clip.mouth_open[f] <= rest + 0.05  # pressed lips may close even a rest gap
+    assert clip.mouth_open.max() > rest + 3.0  # and the mouth does open in between
+
+
+def test_tracks_reach_closure_and_rest(tracks):
+    for f in _bilabial_frames():
+        assert tracks["closure"][f] == 1.0 and tracks["jaw"][f] == 0.0 and tracks["lift"][f] == 0.0
+    t = frame_times(N_FRAMES)
+    quiet = t > SPEECH_END + 0.15
+    assert quiet.sum() >= 8
+    for name, v in tracks.items():
+        assert np.all(v[quiet] == 0.0), name
+
+
+def test_mouth_is_still_during_silence(portraits, tracks):
+    still = RenderConfig(size=96, head_rot_deg=0.0, head_shift=0.0, head_scale=0.0, blink_rate=0.0)
+    clip = render(build_rig(portraits["hopper"], still), tracks, seed=0)
+    quiet = np.nonzero(frame_times(N_FRAMES) > SPEECH_END + 0.15)[0]
+    for f in quiet[1:]:
+        assert np.array_equal(clip.frames[f], clip.frames[quiet[0]])
+        assert np.array_equal(clip.landmarks[f], clip.landmarks[quiet[0]])
+
+
+def test_same_seed_same_bytes(portraits, tracks):
+    rig = build_rig(portraits["glasses"], RenderConfig(size=96))
+    a, b, c = render(rig, tracks, seed=11), render(rig, tracks, seed=11), render(rig, tracks, seed=12)
+    assert a.frames.tobytes() == b.frames.tobytes()
+    assert a.flow.tobytes() == b.flow.tobytes() and np.array_equal(a.valid, b.valid)
+    assert a.frames.tobytes() != c.frames.tobytes()
+
+
+@pytest.mark.parametrize("name", IDENTITIES)
+def test_eyes_blink(portraits, tracks, name):
+    rig = build_rig(portraits[name], RenderConfig(size=96, blink_rate=1.0))
+    lm = render(rig, tracks, seed=5).landmarks
+    lid = 0.5 * (np.linalg.norm(lm[:, 37] - lm[:, 41], axis=1) + np.linalg.norm(lm[:, 44] - lm[:, 46], axis=1))
+    assert lid.min() < 0.35 * lid.max()
