@@ -1,0 +1,198 @@
+"""Claims about the synthetic speech corpus: GRID sentences, voices, and phone timings."""
+
+import difflib
+import functools
+
+import numpy as np
+import pytest
+
+from opflowtalker.corpus import speech
+from opflowtalker.corpus.sentences import (
+    GRAMMAR_SIZE, LETTERS, SLOTS, Sentence, sample_sentences, split_of, split_sentences,
+)
+from opflowtalker.corpus.speech import PHONE_SET, SAMPLE_RATE, SILENCE, VOWELS, Phone, list_voices, synthesize
+
+VOICES = [voice.name for voice in list_voices()]
+SENTENCES = sample_sentences(12, seed=7)
+
+
+@functools.lru_cache(maxsize=None)
+def spoken(text: str, voice: str, padding: float = 0.2, seed: int = 0):
+    return synthesize(text, voice, seed=seed, padding=padding)
+
+
+def frame_db(wav: np.ndarray, hop: int = 32, window: int = 160):
+    power = np.lib.stride_tricks.sliding_window_view(wav.astype(np.float64) ** 2, window)[::hop].mean(axis=1)
+    return (np.arange(len(power)) * hop + window / 2) / SAMPLE_RATE, 10 * np.log10(power + 1e-12)
+
+
+def rms_db(wav: np.ndarray, phone: Phone) -> float:
+    part = wav[int(phone.start * SAMPLE_RATE):int(phone.end * SAMPLE_RATE)].astype(np.float64)
+    return 10 * np.log10(np.mean(part**2) + 1e-12)
+
+
+# --- the grammar -------------------------------------------------------------
+
+
+def test_the_grammar_yields_n_distinct_grid_sentences_from_a_seed():
+    sentences = sample_sentences(500, seed=3)
+    assert len(set(sentences)) == 500
+    assert all(word in slot for s in sentences for word, slot in zip(s.words, SLOTS))
+    assert sample_sentences(500, seed=3) == sentences
+    assert sample_sentences(500, seed=4) != sentences
+    assert GRAMMAR_SIZE == 64000 and "w" not in LETTERS
+    assert all(Sentence.from_index(s.index) == s == Sentence.from_text(s.text) for s in sentences)
+
+
+def test_held_out_test_sentences_never_appear_in_train_or_val():
+    sentences = sample_sentences(2000, seed=0)
+    train, val, test = split_sentences(sentences)
+    assert not set(test) & (set(train) | set(val)) and not set(train) & set(val)
+    assert sorted(train + val + test) == sorted(sentences)
+    assert 0.07 < len(test) / len(sentences) < 0.13 and 0.07 < len(val) / len(sentences) < 0.13
+    # A sentence's split is its own: a larger corpus drawn with another seed agrees.
+    other = sample_sentences(5000, seed=1)
+    held_out = set(split_sentences(other).test)
+    assert all((s in held_out) == (split_of(s) == "test") for s in sentences if s in set(other))
+
+
+def test_the_spoken_form_makes_the_voices_say_letter_names():
+    names = {  # ARPAbet of each letter's name, US and British where they differ
+        "a": ["ey"], "b": ["b iy"], "c": ["s iy"], "d": ["d iy"], "e": ["iy"], "f": ["eh f"],
+        "g": ["jh iy"], "h": ["ey ch"], "i": ["ay"], "j": ["jh ey"], "k": ["k ey"], "l": ["eh l"],
+        "m": ["eh m"], "n": ["eh n"], "o": ["ow"], "p": ["p iy"], "q": ["k y uw"], "r": ["aa r", "aa"],
+        "s": ["eh s"], "t": ["t iy"], "u": ["y uw"], "v": ["v iy"], "x": ["eh k s"], "y": ["w ay"],
+        "z": ["z iy", "z eh d"],
+    }
+    for voice in ("piper-joe", "espeak-rp-male", "espeak-scottish-male"):
+        for letter in LETTERS:
+            sentence = Sentence("set", "red", "by", letter, "six", "soon")
+            phones = [p.phone for p in spoken(sentence.spoken, voice)[1] if p.phone != SILENCE]
+            # between "by" (b ay) and "six" (s ih k s)
+            said = " ".join(phones[phones.index("ay") + 1:len(phones) - 1 - phones[::-1].index("ih") - 1])
+            assert said in names[letter], (voice, letter, said)
+
+
+# --- the voices ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_every_voice_speaks_a_sentence_at_16_khz(voice):
+    wav, phones = spoken(SENTENCES[0].spoken, voice)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert 1.0 < len(wav) / SAMPLE_RATE < 4.0
+    assert np.sqrt(np.mean(wav**2)) > 0.03 and np.max(np.abs(wav)) <= 1.0
+    # 16 kHz really: the speech has energy up to ~8 kHz, none aliased beyond.
+    spectrum = np.abs(np.fft.rfft(wav)) ** 2
+    freqs = np.fft.rfftfreq(len(wav), 1 / SAMPLE_RATE)
+    assert spectrum[(freqs > 3000) & (freqs < 7500)].sum() > 1e-4 * spectrum.sum()
+
+
+def test_voices_differ_from_one_another():
+    text = SENTENCES[1].spoken
+    pitches = {}
+    for voice in VOICES:
+        wav = spoken(text, voice)[0]
+        pitches[voice] = len(wav)
+    assert len(set(pitches.values())) >= len(VOICES) - 1
+
+
+def test_bad_requests_fail_with_a_clear_error():
+    with pytest.raises(ValueError, match="empty"):
+        synthesize("", "piper-joe")
+    with pytest.raises(ValueError, match="empty"):
+        synthesize("   ", "espeak-us-male")
+    with pytest.raises(ValueError, match="Unknown voice 'nobody'"):
+        synthesize("bin blue at F two now", "nobody")
+
+
+# --- the phones ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_phones_tile_the_utterance_in_arpabet(voice):
+    for sentence in SENTENCES[:4]:
+        wav, phones = spoken(sentence.spoken, voice)
+        assert phones[0].start == 0 and phones[-1].end == len(wav) / SAMPLE_RATE
+        assert all(a.end == b.start for a, b in zip(phones, phones[1:]))
+        assert all(p.end > p.start for p in phones)
+        assert {p.phone for p in phones} <= PHONE_SET
+        assert phones[0].phone == SILENCE and phones[-1].phone == SILENCE
+        assert not any(a.phone == b.phone == SILENCE for a, b in zip(phones, phones[1:]))
+        assert sum(p.phone in VOWELS for p in phones) >= 6  # at least one per word
+
+
+def test_silence_is_quiet_and_vowels_are_loud():
+    checked = 0
+    for voice in VOICES:
+        for sentence in SENTENCES[:6]:
+            # no padding: only the synthesisers' own pauses are labelled silence
+            wav, phones = spoken(sentence.spoken, voice, padding=0.0)
+            vowel_level = np.median([rms_db(wav, p) for p in phones if p.phone in VOWELS])
+            for phone in phones:
+                if phone.phone == SILENCE and phone.end - phone.start >= 0.04:
+                    assert rms_db(wav, phone) < vowel_level - 20, (voice, sentence.text, phone)
+                    checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_bilabials_appear_where_the_words_have_them(voice):
+    cases = {
+        "bin blue by P seven please": ["b", "b", "b", "p", "p"],
+        "place green with M five soon": ["p", "m"],
+        "lay white at Y nine again": [],
+    }
+    for text, bilabials in cases.items():
+        phones = spoken(text, voice)[1]
+        assert [p.phone for p in phones if p.phone in ("p", "b", "m")] == bilabials
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_p_and_b_contain_their_lip_closure(voice):
+    """Between the vowels around a p or b, the quietest moment (the closure) lies inside the p or b."""
+    inside = []
+    for sentence in sample_sentences(20, seed=1):
+        wav, phones = spoken(sentence.spoken, voice, padding=0.0)
+        times, level = frame_db(wav)
+        for before, phone, after in zip(phones, phones[1:], phones[2:]):
+            if phone.phone not in ("p", "b") or before.phone == SILENCE:
+                continue
+            window = (times >= (before.start + before.end) / 2) & (times <= (after.start + after.end) / 2)
+            quietest = times[window][np.argmin(level[window])]
+            inside.append(phone.start - 0.01 <= quietest <= phone.end + 0.01)
+    assert len(inside) >= 10
+    assert np.mean(inside) >= 0.9
+
+
+def test_piper_timings_agree_with_an_independent_forced_aligner():
+    """Phone starts read off the VITS durations agree with pocketsphinx's alignment of the audio."""
+    differences = []
+    for sentence in [s for s in SENTENCES if s.letter != "a"][:6]:
+        wav, phones = spoken(sentence.spoken, "piper-joe")
+        aligned = speech.force_align(wav, sentence.spoken.lower())
+        ours, theirs = [p.phone for p in phones], [p.phone for p in aligned]
+        for block in difflib.SequenceMatcher(a=ours, b=theirs, autojunk=False).get_matching_blocks():
+            for k in range(block.size):
+                if ours[block.a + k] != SILENCE:
+                    differences.append(phones[block.a + k].start - aligned[block.b + k].start)
+    differences = np.abs(np.array(differences))
+    assert len(differences) >= 60
+    assert np.median(differences) < 0.025 and np.mean(differences < 0.05) > 0.85
+
+
+# --- determinism -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("voice", ["piper-joe", "espeak-us-female", "espeak-scottish-male"])
+def test_synthesis_is_byte_for_byte_deterministic(voice):
+    text = "place white in Q four please"
+    wav, phones = synthesize(text, voice, seed=5)
+    synthesize("bin red at B one soon", voice, seed=9)  # what was said before must not matter
+    again, phones_again = synthesize(text, voice, seed=5)
+    assert wav.tobytes() == again.tobytes() and phones == phones_again
+
+
+def test_the_seed_varies_the_neural_voice():
+    text = "place white in Q four please"
+    assert synthesize(text, "piper-joe", seed=1)[0].tobytes() != synthesize(text, "piper-joe", seed=2)[0].tobytes()
