@@ -53,6 +53,17 @@ def _cmd_book(args: argparse.Namespace) -> None:
     print(f"book built: {html / 'index.html'}")
 
 
+def _cmd_corpus(args: argparse.Namespace) -> None:
+    import json
+
+    from .corpus.build import CorpusParams, build_corpus
+    from .params import from_mapping, load_params
+
+    params = from_mapping(CorpusParams, load_params(args.params).get("corpus"), "params.yaml: corpus")
+    summary = build_corpus(args.out, params)
+    print(json.dumps(summary))
+
+
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
@@ -86,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book", type=Path, default=Path("book"))
     p.add_argument("--output", type=Path, default=None, help="build folder (default: BOOK/_build)")
     p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("corpus", help="render the embedded talking-face corpus (params.yaml: corpus)")
+    p.add_argument("--out", type=Path, default=Path("data/corpus"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_corpus)
 
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)

@@ -1,0 +1,121 @@
+"""The embedded corpus: LRS2-like clips of real faces saying held-out-able sentences, with exact
+landmarks and flow, and mouths that move with the speech."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opflowtalker.audio import load_wav
+from opflowtalker.corpus.build import CorpusParams, build_corpus, plan_corpus
+from opflowtalker.corpus.sentences import Sentence, split_of
+from opflowtalker.corpus.speech import BILABIALS
+from opflowtalker.datasets import read_dataset
+from opflowtalker.video import probe, read_video
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = CorpusParams(n_sentences=24, size=96, faces=str(ROOT / "data" / "external" / "faces"), workers=2)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus") / "corpus"
+    build_corpus(root, PARAMS)
+    return root
+
+
+def clips(root: Path) -> list[Path]:
+    return sorted(root.glob("*/*.json"))
+
+
+def test_layout_is_lrs2_like_and_read_by_the_dataset_reader(corpus):
+    listed = {split: read_dataset("corpus", corpus, split) for split in ("train", "val", "test")}
+    assert sum(map(len, listed.values())) == PARAMS.n_sentences
+    for split, items in listed.items():
+        for clip in items:
+            assert clip.video == corpus / clip.speaker / f"{clip.name}.mp4"
+            assert clip.transcript == json.loads(clip.video.with_suffix(".json").read_text())["sentence"].upper()
+
+
+def test_test_clips_are_held_out_sentences_on_the_held_out_face(corpus):
+    test = read_dataset("corpus", corpus, "test")
+    train = read_dataset("corpus", corpus, "train") + read_dataset("corpus", corpus, "val")
+    assert test and {c.speaker for c in test} == {PARAMS.test_identity}
+    assert PARAMS.test_identity not in {c.speaker for c in train}
+    assert not {c.transcript for c in test} & {c.transcript for c in train}
+    # The split is a property of the sentence, so no corpus size can leak a test sentence.
+    assert all(split_of(Sentence.from_text(c.transcript.lower())) == "test" for c in test)
+
+
+def test_every_clip_has_video_audio_transcript_phones_landmarks_and_flow(corpus):
+    for meta_path in clips(corpus):
+        meta = json.loads(meta_path.read_text())
+        info = probe(meta_path.with_suffix(".mp4"))
+        assert (info.fps, info.width, info.height, info.audio_codec) == (25.0, 96, 96, "aac")
+        frames, _ = read_video(meta_path.with_suffix(".mp4"))
+        data = np.load(meta_path.with_suffix(".npz"))
+        t = len(frames)
+        assert t == meta["n_frames"]
+        assert data["landmarks"].shape == (t, 68, 2)
+        assert data["flow"].shape == (t - 1, 96, 96, 2) and data["flow"].dtype == np.float16
+        assert data["valid"].shape == (t - 1, 96, 96) and data["valid"].dtype == bool
+        assert 0.9 < data["valid"].mean() <= 1.0  # only the mouth interior and edges are invalid
+        phones = meta["phones"]
+        assert phones[0][1] == 0 and all(a[2] == b[1] for a, b in zip(phones, phones[1:]))
+        assert abs(phones[-1][2] - t / 25) < 0.05
+
+
+def test_mouth_opening_follows_the_speech_envelope(corpus):
+    """The rendered lip gap against the RMS of the audio in each frame's 40 ms. Over whole clips
+    (pauses included) r is 0.5-0.85; inside the speech alone it is lower (0.2-0.75: loudness is
+    not openness, "m" is loud and closed) but well above a mismatched pairing of one clip's
+    audio with another clip's mouth, which is near 0."""
+    whole, speech = [], []
+    for meta_path in clips(corpus):
+        phones = [p for p in json.loads(meta_path.read_text())["phones"] if p[0] != "sil"]
+        wav = load_wav(meta_path.with_suffix(".mp4"))
+        gap = np.load(meta_path.with_suffix(".npz"))["mouth_open"]
+        env = np.array([np.sqrt(np.mean(wav[i * 640:(i + 1) * 640] ** 2)) for i in range(len(gap))])
+        whole.append(np.corrcoef(env, gap)[0, 1])
+        a, b = int(phones[0][1] * 25), int(np.ceil(phones[-1][2] * 25))
+        speech.append((env[a:b], gap[a:b]))
+    assert min(whole) >= 0.4 and np.mean(whole) >= 0.6
+    matched = [np.corrcoef(e, g)[0, 1] for e, g in speech]
+    mismatched = []
+    for (env, _), (_, gap) in zip(speech, speech[1:] + speech[:1]):
+        n = min(len(env), len(gap))
+        mismatched.append(np.corrcoef(env[:n], gap[:n])[0, 1])
+    assert np.mean(matched) >= 0.4
+    assert np.mean(matched) - np.mean(mismatched) >= 0.3
+
+
+def test_lips_close_on_p_b_m(corpus):
+    for meta_path in clips(corpus):
+        phones = json.loads(meta_path.read_text())["phones"]
+        gap = np.load(meta_path.with_suffix(".npz"))["mouth_open"]
+        rest = gap[0]
+        for phone, start, end in phones:
+            if phone in BILABIALS:
+                frame = min(int(0.5 * (start + end) * 25), len(gap) - 1)
+                window = gap[max(0, frame - 1): frame + 2]
+                assert window.min() <= rest + 0.1, (meta_path.stem, phone, start)
+
+
+def test_same_parameters_same_corpus_byte_for_byte(corpus, tmp_path):
+    again = tmp_path / "again"
+    build_corpus(again, PARAMS)
+
+    def digest(root):
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert digest(again) == digest(corpus)
+
+
+def test_plan_uses_the_parameters_and_rejects_an_unknown_test_identity():
+    specs = plan_corpus(PARAMS)
+    assert len(specs) == PARAMS.n_sentences
+    assert all(s.voice in PARAMS.identities[s.identity] for s in specs)
+    with pytest.raises(ValueError, match="test identity"):
+        plan_corpus(CorpusParams(test_identity="nobody"))
