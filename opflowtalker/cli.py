@@ -22,12 +22,14 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .assets import AssetError
     from .audio import AudioError
+    from .datasets import DatasetError
     from .landmarks import LandmarkError
     from .notebooks import NotebookError
     from .params import ParamsError
+    from .preprocess import PreprocessError
     from .video import VideoError
 
-    return (UserError, AssetError, AudioError, LandmarkError, NotebookError, ParamsError, VideoError, FileNotFoundError)
+    return (UserError, AssetError, AudioError, DatasetError, LandmarkError, NotebookError, ParamsError, PreprocessError, VideoError, FileNotFoundError)
 
 
 def _cmd_assets(args: argparse.Namespace) -> None:
@@ -61,6 +63,23 @@ def _cmd_corpus(args: argparse.Namespace) -> None:
 
     params = from_mapping(CorpusParams, load_params(args.params).get("corpus"), "params.yaml: corpus")
     summary = build_corpus(args.out, params)
+    print(json.dumps(summary))
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    import json
+
+    from .params import from_mapping, load_params
+    from .preprocess import PreprocessParams, preprocess_dataset
+
+    params = load_params(args.params)
+    dataset = params.get("dataset") or {}
+    group = dict(params.get("preprocess") or {})
+    workers = int(group.pop("workers", 1))
+    splits = tuple(group.pop("splits", ("train", "val", "test")))
+    summary = preprocess_dataset(dataset.get("kind", "corpus"), dataset.get("root", "data/corpus"), args.out,
+                                 splits=splits, params=from_mapping(PreprocessParams, group, "params.yaml: preprocess"),
+                                 workers=workers)
     print(json.dumps(summary))
 
 
@@ -102,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("data/corpus"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_corpus)
+
+    p = sub.add_parser("preprocess", help="face crops, mel and ground-truth flow for every clip (params.yaml: "
+                                          "dataset, preprocess)")
+    p.add_argument("--out", type=Path, default=Path("data/prepared"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_preprocess)
 
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)

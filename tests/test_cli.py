@@ -43,3 +43,11 @@ def test_a_photo_without_a_face_is_one_line(tmp_path):
     Image.fromarray(np.full((120, 120, 3), 200, np.uint8)).save(blank)
     proc = run_cli("landmarks", blank, "--backend", "dlib")
     assert proc.returncode == 2 and proc.stderr.strip() == f"opflowtalker landmarks: error: no face found in {blank}"
+
+
+def test_preprocess_of_a_missing_dataset_is_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("dataset: {kind: lrs2, root: /no/such/lrs2}\npreprocess: {size: 96}\n")
+    proc = run_cli("preprocess", "--out", tmp_path / "prepared", "--params", params)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "/no/such/lrs2" in proc.stderr and "Traceback" not in proc.stderr

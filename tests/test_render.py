@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from opflowtalker.corpus.render import RenderConfig, build_rig, detect_landmarks, load_portrait, render
+from opflowtalker.corpus.quality import dlib_lip_gaps, warp_residuals
+from opflowtalker.corpus.render import RenderConfig, build_rig, load_portrait, render
 from opflowtalker.corpus.viseme import BILABIALS, frame_times, viseme_tracks
 
 FACES = Path(__file__).resolve().parents[1] / "data" / "external" / "faces"
@@ -55,40 +56,13 @@ def clips128(portraits, tracks):
     return {name: render(build_rig(p, RenderConfig(size=128)), tracks, seed=3) for name, p in portraits.items()}
 
 
-MOVING = 0.25  # px per frame
-
-
-def warp_residuals(clip):
-    """Warp frame t+1 back onto frame t with the stored flow, over the whole clip.
-
-    Returns (ratio, mean_abs): on valid pixels that move at least MOVING px, the warped
-    photometric residual over the unwarped one; and the warped residual on all valid
-    pixels in grey levels.  Nearly still pixels are left out of the ratio because there
-    the unwarped residual is itself below the uint8 rounding and bilinear-resampling floor.
-    """
-    S = clip.frames.shape[1]
-    gx, gy = np.meshgrid(np.arange(S, dtype=np.float32), np.arange(S, dtype=np.float32))
-    warped = plain = everywhere = 0.0
-    count = 0
-    for t in range(clip.flow.shape[0]):
-        a = clip.frames[t].astype(np.float32)
-        b = clip.frames[t + 1]
-        back = cv2.remap(b, gx + clip.flow[t, ..., 0], gy + clip.flow[t, ..., 1], cv2.INTER_LINEAR).astype(np.float32)
-        err = np.abs(a - back)
-        m = clip.valid[t]
-        moving = m & (np.linalg.norm(clip.flow[t], axis=-1) >= MOVING)
-        warped += err[moving].sum()
-        plain += np.abs(a - b.astype(np.float32))[moving].sum()
-        everywhere += err[m].sum()
-        count += 3 * m.sum()
-    return warped / plain, everywhere / count
-
-
 @pytest.mark.parametrize("name", IDENTITIES)
 def test_stored_flow_warps_next_frame_onto_current(clips96, name):
     clip = clips96[name]
     assert clip.valid.mean() > 0.9  # the mask removes the mouth interior, not the face
-    ratio, grey = warp_residuals(clip)
+    # On pixels moving at least 0.25 px; on barely moving ones uint8 rounding and bilinear
+    # resampling set a floor that no flow can get under (see warp_residuals).
+    ratio, _, grey = warp_residuals(clip.frames, clip.flow, clip.valid, min_motion=0.25)
     assert ratio <= 0.25
     assert grey < 1.0
 
@@ -111,17 +85,13 @@ def test_flow_carries_landmarks(clips96, name):
 
 @pytest.fixture(scope="module")
 def dlib_on_frames(clips128):
-    """dlib's lip gap (landmark 66.y - 62.y) on every rendered frame where it finds a face, next to
-    the rendered opening, per identity."""
+    """dlib's lip gap on every rendered frame where it finds a face, next to the rendered
+    opening, per identity."""
     out = {}
     for name, clip in clips128.items():
-        measured, rendered = [], []
-        for frame, gap in zip(clip.frames, clip.mouth_open):
-            lm = detect_landmarks(frame, upsample=1, pick="largest")
-            if lm is not None:
-                measured.append(lm[66, 1] - lm[62, 1])
-                rendered.append(gap)
-        out[name] = (np.array(measured), np.array(rendered), len(clip.frames))
+        gaps = dlib_lip_gaps(clip.frames)
+        found = ~np.isnan(gaps)
+        out[name] = (gaps[found], clip.mouth_open[found], len(clip.frames))
     return out
 
 

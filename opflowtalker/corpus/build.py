@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from ..video import write_video
-from .render import RenderConfig, build_rig, load_portrait, render
+from .render import RenderConfig, RenderedClip, build_rig, load_portrait, render
 from .sentences import Sentence, sample_sentences, split_of
 from .speech import SAMPLE_RATE, get_voice, synthesize
 from .viseme import viseme_tracks
 
-__all__ = ["CorpusParams", "ClipSpec", "plan_corpus", "build_corpus", "render_corpus_clip"]
+__all__ = ["CorpusParams", "ClipSpec", "SpokenClip", "plan_corpus", "speak_and_render", "build_corpus",
+           "render_corpus_clip", "portrait_file"]
 
 # Voices whose sex matches the photo, so a face keeps a plausible voice across its clips.
 DEFAULT_VOICES = {
@@ -102,29 +103,45 @@ def plan_corpus(params: CorpusParams) -> list[ClipSpec]:
     return specs
 
 
-def render_corpus_clip(spec: ClipSpec, params: CorpusParams, out_dir: Path) -> dict:
-    """Synthesise, animate and write one clip's five files into ``out_dir``; returns its summary."""
+@dataclass
+class SpokenClip:
+    """One clip in memory: the speech, its phones, the viseme tracks and the rendered video."""
+
+    wav: np.ndarray
+    phones: list
+    tracks: dict[str, np.ndarray]
+    video: RenderedClip
+
+
+def speak_and_render(spec: ClipSpec, params: CorpusParams) -> SpokenClip:
+    """Synthesise and animate one clip, deterministically from its spec (nothing is written)."""
     sentence = Sentence.from_text(spec.sentence)
     wav, phones = synthesize(sentence.spoken, get_voice(spec.voice), seed=spec.seed)
     n_frames = max(2, int(round(len(wav) / SAMPLE_RATE * params.fps)))
     tracks = viseme_tracks([tuple(p) for p in phones], n_frames, fps=params.fps)
     portrait = load_portrait(str(portrait_file(params.faces, spec.identity)), pick="largest")
     rig = build_rig(portrait, RenderConfig(size=params.size, fps=params.fps))
-    clip = render(rig, tracks, seed=spec.seed)
+    return SpokenClip(wav, phones, tracks, render(rig, tracks, seed=spec.seed))
 
+
+def render_corpus_clip(spec: ClipSpec, params: CorpusParams, out_dir: Path) -> dict:
+    """Synthesise, animate and write one clip's four files into ``out_dir``; returns its summary."""
+    spoken = speak_and_render(spec, params)
+    clip, n_frames = spoken.video, len(spoken.video.frames)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / spec.name
-    write_video(stem.with_suffix(".mp4"), clip.frames, params.fps, audio=(wav, SAMPLE_RATE))
+    write_video(stem.with_suffix(".mp4"), clip.frames, params.fps, audio=(spoken.wav, SAMPLE_RATE))
     stem.with_suffix(".txt").write_text(f"Text:  {spec.sentence.upper()}\n")
     meta = {**dataclasses.asdict(spec), "fps": params.fps, "size": params.size, "n_frames": n_frames,
-            "sample_rate": SAMPLE_RATE, "phones": [[p.phone, round(p.start, 4), round(p.end, 4)] for p in phones]}
+            "sample_rate": SAMPLE_RATE,
+            "phones": [[p.phone, round(p.start, 4), round(p.end, 4)] for p in spoken.phones]}
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     # Flow rounded to 1/64 px is exact in float16 and compresses far better than raw float16.
     flow = (np.round(clip.flow * 64) / 64).astype(np.float16)
     with open(stem.with_suffix(".npz"), "wb") as fh:
         np.savez_compressed(fh, landmarks=clip.landmarks.astype(np.float32), flow=flow, valid=clip.valid,
                             mouth_open=clip.mouth_open.astype(np.float32),
-                            **{f"track_{k}": v.astype(np.float32) for k, v in tracks.items()})
+                            **{f"track_{k}": v.astype(np.float32) for k, v in spoken.tracks.items()})
     return {"key": spec.key, "split": spec.split, "frames": n_frames}
 
 

@@ -16,8 +16,6 @@ for flow.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from dataclasses import dataclass
 
 import cv2
@@ -53,6 +51,8 @@ class RenderConfig:
     head_scale: float = 0.01
     head_freq: tuple[float, float] = (0.15, 0.8)
     """Range of the head motion's frequencies in Hz."""
+    texture_blur: float = 0.7
+    """Gaussian prefilter of the source texture, in output pixels."""
     blink_rate: float = 0.3
     """Blinks per second (Poisson, with a refractory gap)."""
     fps: float = 25.0
@@ -88,59 +88,45 @@ class RenderedClip:
 
 
 @functools.lru_cache(maxsize=1)
-def _dlib_models():
-    import dlib
+def _detector():
+    from opflowtalker.landmarks import LandmarkDetector
 
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("face_recognition_models is not installed")
-    path = os.path.join(os.path.dirname(spec.origin), "models", "shape_predictor_68_face_landmarks.dat")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(path)
+    return LandmarkDetector("dlib")
 
 
-def detect_landmarks(rgb: np.ndarray, upsample: int = 1, pick: str = "left") -> np.ndarray | None:
+def detect_landmarks(rgb: np.ndarray, pick: str = "left") -> np.ndarray | None:
     """68 dlib landmarks of one face in ``rgb``, or None if no face is found.
 
     ``pick`` chooses among several faces: "left" (multi-panel figures show the source in
     the left panel) or "largest".
     """
-    import dlib
-
-    detector, predictor = _dlib_models()
-    rgb = np.ascontiguousarray(rgb)
-    boxes = list(detector(rgb, upsample))
-    if not boxes:
+    faces = _detector().detect(rgb)
+    if not faces:
         return None
-    key = (lambda r: r.left()) if pick == "left" else (lambda r: -r.width() * r.height())
-    box = min(boxes, key=key)
-    shape = predictor(rgb, dlib.rectangle(box.left(), box.top(), box.right(), box.bottom()))
-    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+    face = min(faces, key=lambda f: f.box[0]) if pick == "left" else faces[0]
+    return face.landmarks.astype(np.float64)
 
 
 def load_portrait(path: str, pick: str = "left") -> Portrait:
     """A photo and its landmarks.  In a figure with several faces side by side, the image is
     cut halfway to the neighbouring faces so the crop cannot reach into another panel."""
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(path)
-    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    detector, _ = _dlib_models()
-    boxes = [(r.left(), r.right()) for r in detector(rgb, 1)]
-    lm = detect_landmarks(rgb, upsample=1, pick=pick)
+    from opflowtalker.video import read_image
+
+    rgb = read_image(path)
+    faces = _detector().detect(rgb)
+    lm = detect_landmarks(rgb, pick=pick)
     if lm is None:
         raise ValueError(f"no face found in {path}")
     x_lo, x_hi = lm[:, 0].min(), lm[:, 0].max()
     left, right = 0, rgb.shape[1]
-    for l, r in boxes:
+    for face in faces:
+        l, r = face.box[0], face.box[2]
         if r < x_lo:
             left = max(left, int(0.5 * (r + x_lo)))
         if l > x_hi:
             right = min(right, int(0.5 * (l + x_hi)))
     lm = lm - np.array([left, 0.0])
     return Portrait(np.ascontiguousarray(rgb[:, left:right]), lm)
-
-
-# ---------------------------------------------------------------- geometry helpers
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -263,6 +249,10 @@ class FaceRig:
 def build_rig(portrait: Portrait, config: RenderConfig = RenderConfig()) -> FaceRig:
     S = config.size
     canvas, lm = _crop(portrait.image, np.asarray(portrait.landmarks, np.float64), S, config.face_scale)
+    if config.texture_blur > 0:
+        # A texture at full output sharpness aliases as the mesh slides it by sub-pixel amounts
+        # (a shimmer no flow explains); a slight prefilter, like a camera's optics, removes it.
+        canvas = cv2.GaussianBlur(canvas, (0, 0), config.texture_blur)
 
     a, b = lm[60], lm[64]
     hw = 0.5 * np.linalg.norm(b - a)

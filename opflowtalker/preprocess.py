@@ -1,0 +1,443 @@
+"""Preprocessing for any source: face crops, crop-space optical flow, landmarks and mel per clip.
+
+Every clip of a dataset split becomes one ``<out>/<speaker>/<clip>.npz`` holding
+
+* ``faces`` (T, S, S, 3) uint8: Wav2Lip-style face crops (S = 96 by default);
+* ``boxes`` (T, 4) float32: each crop's square (x0, y0, x1, y1) in source-frame pixels;
+* ``landmarks`` (T, 68, 2) float32 in crop pixels, and ``face_found`` (T,) bool;
+* ``mel`` (80, M) float32: Wav2Lip's mel spectrogram of the clip's audio, M = 1 + 3.2 T at 25 fps;
+* ``flow`` (T-1, S, S, 2) float16 and ``valid`` (T-1, S, S) bool: optical flow between
+  consecutive crops in crop pixels, ``flow[t]`` moving pixel u of crop t to its place in crop t+1;
+* ``fps`` and ``flow_source`` ("exact" for the embedded corpus, "dis" for real video).
+
+The face box follows Wav2Lip's ``preprocess.py``: a box around the face, padded below the chin
+(its ``--pads 0 10 0 0``, here scaled with the face), averaged over a 5-frame window
+(``get_smoothened_boxes``), then cut and resized. Our boxes are also made square, so a crop is a
+uniform scaling of the frame and flow converts between frame and crop exactly: crop t shows the
+frame point x = u / s_t + o_t at crop pixel u, and the frame flow F_t carries it to crop t+1 at
+u' = (x + F_t(x) - o_{t+1}) s_{t+1}.
+
+The corpus stores exact frame flow next to each video; real videos (LRS2, HDTF) have none, so
+their flow is estimated with OpenCV's DIS on the crops and kept only where the forward and
+backward estimates agree.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import audio, video
+from .datasets import Clip, read_dataset
+from .landmarks import LandmarkDetector
+
+__all__ = [
+    "PreprocessError",
+    "NoFaceError",
+    "PreprocessParams",
+    "face_boxes",
+    "smooth_boxes",
+    "crop_geometry",
+    "crop_frame",
+    "crop_flow",
+    "dis_flow",
+    "preprocess_clip",
+    "preprocess_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+# Wav2Lip's pads are pixels for faces of LRS2's size; a face this wide gets them unscaled.
+REFERENCE_FACE_WIDTH = 96.0
+# Forward-backward disagreement (px) above which an estimated flow vector is not trusted.
+FB_TOLERANCE = 0.5
+# Exact flow is stored rounded to 1/64 px: exact in float16, and it compresses far better.
+FLOW_QUANTUM = 64.0
+
+LANDMARK_BACKENDS = ("dlib", "face_alignment", "auto")
+FLOW_ESTIMATORS = ("dis",)
+
+
+class PreprocessError(ValueError):
+    """Input the preprocessing cannot use; the message is one sentence for the user."""
+
+
+class NoFaceError(PreprocessError):
+    """A clip in which no frame shows a face."""
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    size: int = 96
+    """Side of the square face crops (96 as in Wav2Lip; 256 for high-resolution models)."""
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    """Wav2Lip's (top, bottom, left, right) pads in pixels for a face 96 px wide; scaled with the face."""
+    smooth: int = 5
+    """Frames averaged per box (Wav2Lip's ``get_smoothened_boxes`` window); 1 turns smoothing off."""
+    landmark_backend: str = "dlib"
+    """Landmarks for videos without stored ones: dlib, face_alignment or auto."""
+    flow_estimator: str = "dis"
+    """Flow for videos without stored exact flow."""
+    fps: float = 25.0
+    """Frame rate the crops are taken at; real videos at another rate are resampled to it."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "pads", tuple(int(p) for p in self.pads))
+        if len(self.pads) != 4 or min(self.pads) < 0:
+            raise PreprocessError(
+                f"pads must be four non-negative pixel counts (top, bottom, left, right), not {self.pads}")
+        if not 16 <= int(self.size) <= 1024:
+            raise PreprocessError(f"crop size must be between 16 and 1024 pixels, not {self.size}")
+        if int(self.smooth) < 1:
+            raise PreprocessError(f"the smoothing window must be at least one frame, not {self.smooth}")
+        if self.landmark_backend not in LANDMARK_BACKENDS:
+            raise PreprocessError(f"unknown landmark backend {self.landmark_backend!r};"
+                                  f" choose one of {', '.join(LANDMARK_BACKENDS)}")
+        if self.flow_estimator not in FLOW_ESTIMATORS:
+            raise PreprocessError(f"unknown flow estimator {self.flow_estimator!r};"
+                                  f" choose one of {', '.join(FLOW_ESTIMATORS)}")
+        if not self.fps > 0:
+            raise PreprocessError(f"fps must be positive, not {self.fps}")
+
+
+# ---------------------------------------------------------------- face boxes
+
+
+def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
+    """Wav2Lip's ``get_smoothened_boxes``: each box is the mean of itself and the next
+    ``window - 1`` boxes, the last few sharing the final full window.
+
+    Unlike Wav2Lip, every mean is taken over the unsmoothed boxes (Wav2Lip smooths in place, so
+    its last window mixes in boxes it has already averaged).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    n = len(boxes)
+    window = min(window, n)
+    out = np.empty_like(boxes)
+    for i in range(n):
+        start = min(i, n - window)
+        out[i] = boxes[start : start + window].mean(axis=0)
+    return out
+
+
+def face_boxes(landmarks: np.ndarray, frame_shape: tuple[int, int],
+               params: PreprocessParams = PreprocessParams()) -> np.ndarray:
+    """Square crop boxes (T, 4) as (x0, y0, x1, y1) for (T, 68, 2) frame landmarks.
+
+    The face box is the landmarks' bounding box (brows to chin, jaw edge to jaw edge), padded
+    as Wav2Lip pads its detector box, made square about its centre, smoothed over time, and
+    moved (shrunk only if it is larger than the frame) to lie inside the frame.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
+        raise PreprocessError(f"expected landmarks of shape (T, 68, 2), got {lm.shape}")
+    height, width = frame_shape[:2]
+    x0, y0 = lm[..., 0].min(axis=1), lm[..., 1].min(axis=1)
+    x1, y1 = lm[..., 0].max(axis=1), lm[..., 1].max(axis=1)
+    top, bottom, left, right = (p * (x1 - x0) / REFERENCE_FACE_WIDTH for p in params.pads)
+    x0, x1, y0, y1 = x0 - left, x1 + right, y0 - top, y1 + bottom
+    side = np.maximum(x1 - x0, y1 - y0)
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    square = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+    square = smooth_boxes(square, params.smooth)
+    side = np.minimum(square[:, 2] - square[:, 0], min(height, width))
+    x0 = np.clip(0.5 * (square[:, 0] + square[:, 2]) - side / 2, 0, width - side)
+    y0 = np.clip(0.5 * (square[:, 1] + square[:, 3]) - side / 2, 0, height - side)
+    return np.stack([x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
+
+
+def crop_geometry(box: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Origin o (x, y) and scale s of the crop of ``box``: crop pixel u shows frame point u / s + o."""
+    box = np.asarray(box, dtype=np.float64)
+    return box[:2].copy(), size / float(box[2] - box[0])
+
+
+def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The (size, size, 3) crop of ``box``, low-passed first when it shrinks the face so that
+    fine texture does not alias."""
+    origin, scale = crop_geometry(box, size)
+    if scale < 1.0:
+        frame = cv2.GaussianBlur(frame, (0, 0), sigmaX=0.5 * (1.0 / scale - 1.0))
+    matrix = np.array([[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]])
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _crop_grid(box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    origin, scale = crop_geometry(box, size)
+    u = np.arange(size, dtype=np.float64)
+    gx, gy = np.meshgrid(u / scale + origin[0], u / scale + origin[1])
+    return gx.astype(np.float32), gy.astype(np.float32)
+
+
+def crop_flow(flow: np.ndarray, valid: np.ndarray, box: np.ndarray, next_box: np.ndarray,
+              size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame flow (H, W, 2) and its validity (H, W) seen from crop ``box`` into crop ``next_box``.
+
+    Returns the crop flow (size, size, 2) float32 in crop pixels and its validity: the frame
+    validity at the pixel's frame point, which must lie in the frame, and a target inside the
+    next crop.
+    """
+    height, width = flow.shape[:2]
+    gx, gy = _crop_grid(box, size)
+    f = cv2.remap(np.ascontiguousarray(flow, dtype=np.float32), gx, gy, cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_REPLICATE)
+    ok = cv2.remap(np.asarray(valid, dtype=np.uint8), gx, gy, cv2.INTER_NEAREST,
+                   borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    ok &= (gx >= 0) & (gx <= width - 1) & (gy >= 0) & (gy <= height - 1)
+    origin, scale = crop_geometry(next_box, size)
+    u = np.arange(size, dtype=np.float64)
+    tx = (gx + f[..., 0] - origin[0]) * scale
+    ty = (gy + f[..., 1] - origin[1]) * scale
+    out = np.stack([tx - u[None, :], ty - u[:, None]], axis=-1).astype(np.float32)
+    ok &= (tx >= 0) & (tx <= size - 1) & (ty >= 0) & (ty <= size - 1)
+    return out, ok
+
+
+def dis_flow(crop: np.ndarray, next_crop: np.ndarray, dis=None) -> tuple[np.ndarray, np.ndarray]:
+    """DIS flow from ``crop`` to ``next_crop`` (RGB or grey) and its forward-backward validity.
+
+    A vector is valid when the backward flow at its target brings it back within
+    ``FB_TOLERANCE`` px (occlusions and mismatches fail this) and the target is inside the crop.
+    """
+    if dis is None:
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    a, b = (cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) if c.ndim == 3 else c for c in (crop, next_crop))
+    forward = dis.calc(a, b, None)
+    backward = dis.calc(b, a, None)
+    h, w = a.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    tx, ty = gx + forward[..., 0], gy + forward[..., 1]
+    back = cv2.remap(backward, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ok = np.linalg.norm(forward + back, axis=-1) < FB_TOLERANCE
+    ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    return forward, ok
+
+
+# ---------------------------------------------------------------- one clip
+
+
+def _exact_flow_path(clip: Clip) -> Path:
+    return Path(clip.video).with_suffix(".npz")
+
+
+def _stored(clip: Clip, fps: float) -> dict[str, np.ndarray]:
+    path = _exact_flow_path(clip)
+    try:
+        with np.load(path) as data:
+            stored = {k: data[k] for k in ("landmarks", "flow", "valid")}
+    except (OSError, ValueError, KeyError) as err:
+        raise PreprocessError(f"cannot read exact landmarks and flow from {path}: {err}") from None
+    source_fps = video.probe(clip.video).fps
+    if abs(source_fps - fps) > 1e-3:
+        raise PreprocessError(
+            f"{clip.video} runs at {source_fps:g} fps; its exact flow cannot be resampled to {fps:g} fps")
+    n = len(stored["landmarks"])
+    if stored["flow"].shape[0] != n - 1 or stored["valid"].shape[0] != n - 1:
+        raise PreprocessError(f"{path} holds {n} landmark frames but {stored['flow'].shape[0]} flow fields")
+    return stored
+
+
+def _detect_landmarks(clip: Clip, params: PreprocessParams) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of the largest face per frame, and which frames had one; a frame without a face
+    takes the nearest earlier face (the first face, for frames before it)."""
+    detector = _detector(params.landmark_backend)
+    found: list[np.ndarray | None] = []
+    for frame in video.iter_frames(clip.video, params.fps):
+        faces = detector.detect(frame)
+        found.append(faces[0].landmarks if faces else None)
+    hits = np.array([lm is not None for lm in found], dtype=bool)
+    if not hits.any():
+        raise NoFaceError(f"no face found in any of the {len(found)} frames of {clip.video}")
+    first = found[int(np.argmax(hits))]
+    landmarks, last = [], first
+    for lm in found:
+        last = lm if lm is not None else last
+        landmarks.append(last)
+    return np.stack(landmarks).astype(np.float32), hits
+
+
+_DETECTORS: dict[str, LandmarkDetector] = {}
+
+
+def _detector(backend: str) -> LandmarkDetector:
+    # Loading the models takes longer than detecting in a short clip: keep one per process.
+    if backend not in _DETECTORS:
+        _DETECTORS[backend] = LandmarkDetector(backend)
+    return _DETECTORS[backend]
+
+
+def _clip_mel(clip: Clip, n_frames: int, fps: float) -> np.ndarray:
+    """The mel of the audio over exactly the video's span, so that every frame has its window.
+
+    Containers rarely hold audio and video of equal length (encoder priming, the renderer's
+    rounding to whole frames): the waveform is cut or padded with silence to T / fps seconds.
+    """
+    wav = audio.load_wav(clip.video)
+    n_samples = int(round(n_frames / fps * audio.WAV2LIP.sample_rate))
+    wav = np.pad(wav[:n_samples], (0, max(0, n_samples - len(wav))))
+    return audio.melspectrogram(wav)
+
+
+def preprocess_clip(clip: Clip, params: PreprocessParams = PreprocessParams()) -> dict[str, np.ndarray]:
+    """Crops, boxes, crop landmarks, mel and crop-space flow of one clip (the npz's arrays).
+
+    Uses the exact landmarks and flow stored beside a corpus video (``<clip>.npz``), else detects
+    landmarks per frame and estimates flow with DIS. Raises :class:`NoFaceError` when no frame
+    shows a face, :class:`PreprocessError` for anything else it cannot use.
+    """
+    if not Path(clip.video).is_file():
+        raise PreprocessError(f"video file not found: {clip.video}")
+    size = int(params.size)
+    exact = _exact_flow_path(clip).is_file()
+    if exact:
+        stored = _stored(clip, params.fps)
+        frame_landmarks, found = stored["landmarks"].astype(np.float32), np.ones(len(stored["landmarks"]), bool)
+        frames = video.iter_frames(clip.video)
+    else:
+        frame_landmarks, found = _detect_landmarks(clip, params)
+        frames = video.iter_frames(clip.video, params.fps)
+    n = len(frame_landmarks)
+
+    boxes = faces = flow = valid = None
+    dis = None if exact else cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    t = -1
+    for t, frame in enumerate(frames):
+        if t >= n:
+            raise PreprocessError(f"{clip.video} has more frames than the {n} its landmarks cover")
+        if boxes is None:
+            boxes = face_boxes(frame_landmarks, frame.shape, params)
+            faces = np.empty((n, size, size, 3), np.uint8)
+            flow = np.zeros((max(n - 1, 0), size, size, 2), np.float16)
+            valid = np.zeros((max(n - 1, 0), size, size), bool)
+        faces[t] = crop_frame(frame, boxes[t], size)
+        if t == 0:
+            continue
+        if exact:
+            f, ok = crop_flow(stored["flow"][t - 1], stored["valid"][t - 1], boxes[t - 1], boxes[t], size)
+        else:
+            f, ok = dis_flow(faces[t - 1], faces[t], dis)
+        flow[t - 1] = np.round(f * FLOW_QUANTUM) / FLOW_QUANTUM
+        valid[t - 1] = ok
+    if t + 1 != n:
+        raise PreprocessError(f"{clip.video} has {t + 1} frames but its landmarks cover {n}")
+    if n < 2:
+        raise PreprocessError(f"{clip.video} has a single frame; flow needs at least two")
+
+    origin, scale = boxes[:, None, :2], size / (boxes[:, 2] - boxes[:, 0])[:, None, None]
+    return {
+        "faces": faces,
+        "boxes": boxes,
+        "landmarks": ((frame_landmarks - origin) * scale).astype(np.float32),
+        "face_found": found,
+        "mel": _clip_mel(clip, n, params.fps),
+        "flow": flow,
+        "valid": valid,
+        "fps": np.float32(params.fps),
+        "flow_source": np.str_("exact" if exact else "dis"),
+    }
+
+
+# ---------------------------------------------------------------- a dataset
+
+
+def _temporary(path: Path) -> Path:
+    # Beside the target, so that os.replace is a rename within one file system.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _is_done(clip: Clip, out_path: Path) -> bool:
+    return out_path.is_file() and out_path.stat().st_mtime_ns >= Path(clip.video).stat().st_mtime_ns
+
+
+def _run_clip(job: tuple[Clip, PreprocessParams, str]) -> dict:
+    clip, params, out_path = job
+    start = time.perf_counter()
+    try:
+        arrays = preprocess_clip(clip, params)
+    except NoFaceError as why:
+        return {"status": "no_face", "why": str(why), "frames": 0, "not_found": 0}
+    _write_npz(Path(out_path), arrays)
+    return {"status": "written", "frames": len(arrays["faces"]),
+            "not_found": int((~arrays["face_found"]).sum()), "seconds": time.perf_counter() - start}
+
+
+def _init_worker() -> None:
+    # Two processes on two cores: OpenCV's own threads would only contend with each other.
+    cv2.setNumThreads(1)
+
+
+def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("train", "val", "test"),
+                       params: PreprocessParams = PreprocessParams(), workers: int = 1) -> dict:
+    """Preprocess every clip of ``splits`` of dataset ``kind`` at ``root`` into ``out``.
+
+    Writes ``<out>/<speaker>/<clip>.npz`` per clip and ``<out>/<split>.txt`` listing the clips
+    that have one. A clip whose npz is at least as new as its video is not redone; a clip with no
+    face in any frame is left out with a one-line warning. Returns counts per split (``clips``
+    listed, ``written``, ``skipped`` as already done, ``no_face``), the ``frames`` and
+    ``faces_not_found`` (frames that reused a neighbour's face) of the clips written, and
+    ``seconds``.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    if workers < 1:
+        raise PreprocessError(f"workers must be at least 1, not {workers}")
+    clips = {split: read_dataset(kind, root, split) for split in splits}
+    jobs, summary = [], {"splits": {}, "frames": 0, "faces_not_found": 0}
+    for split, split_clips in clips.items():
+        counts = summary["splits"][split] = {"clips": 0, "written": 0, "skipped": 0, "no_face": 0}
+        for clip in split_clips:
+            path = out / clip.speaker / f"{clip.name}.npz"
+            if _is_done(clip, path):
+                counts["skipped"] += 1
+            else:
+                jobs.append((clip, params, str(path)))
+
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
+            results = list(pool.map(_run_clip, jobs))
+    else:
+        results = [_run_clip(job) for job in jobs]
+
+    dropped = set()
+    for (clip, _, _), result in zip(jobs, results):
+        counts = summary["splits"][clip.split]
+        if result["status"] == "no_face":
+            log.warning("skipping %s: %s", clip.key, result["why"])
+            counts["no_face"] += 1
+            dropped.add((clip.split, clip.key))
+            continue
+        counts["written"] += 1
+        summary["frames"] += result["frames"]
+        summary["faces_not_found"] += result["not_found"]
+
+    for split, split_clips in clips.items():
+        keys = [c.key for c in split_clips if (split, c.key) not in dropped]
+        summary["splits"][split]["clips"] = len(keys)
+        _write_text(out / f"{split}.txt", "".join(k + "\n" for k in keys))
+    summary["seconds"] = time.perf_counter() - start
+    return summary
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = _temporary(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
