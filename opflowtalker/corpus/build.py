@@ -52,7 +52,7 @@ class CorpusParams:
     seed: int = 0
     size: int = 128
     identities: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_VOICES))
-    test_identity: str = "glasses"
+    test_identity: str = "woman"
     faces: str = "data/external/faces"
     fps: float = 25.0
     workers: int = 2

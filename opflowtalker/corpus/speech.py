@@ -503,7 +503,13 @@ def _espeak_speak(text: str, voice: Voice, seed: int) -> tuple[np.ndarray, int, 
         )
     begun = [(sample, kind) for mnemonic, sample, kind in marks if mnemonic != _END_OF_WORD]
     if len(begun) != len(events):
-        raise RuntimeError(f"espeak-ng reported {len(events)} phonemes but began {len(begun)} for '{text}'.")
+        # Some diphthongs are begun twice at the same sample (a second mark for their glide)
+        # with a single PHONEME event: one mark per start is what the events describe.
+        begun = [mark for i, mark in enumerate(begun) if i == 0 or mark != begun[i - 1]]
+    if len(begun) != len(events):
+        # Unpaired marks: keep the synthesiser's event times and skip the refinements that
+        # need a mark's kind and closure sample; the timings are then the events' own.
+        begun = [(at_event, -1) for _, at_event in events]
     flags = np.frombuffer(bytes(silent), np.uint8)
     phonemes = []
     previous_kind = _PH_PAUSE
