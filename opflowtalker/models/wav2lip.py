@@ -1,0 +1,103 @@
+"""The Wav2Lip generator, the baseline OpFlowTalker builds on.
+
+A U-Net whose bottleneck is the audio: the face encoder takes the masked target frame and a
+reference frame (6 channels, 96x96) down to 1x1 in seven stages, the audio encoder takes the
+80x16 mel window to a 512-d vector, and the decoder upsamples that vector back to 96x96,
+concatenating the matching face-encoder features at every scale. The module tree reproduces
+Wav2Lip's ``Wav2Lip`` class layer for layer so that its public ``wav2lip.pth`` loads key for key.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .conv import Conv2d, Conv2dTranspose
+from .syncnet import residual_stage
+
+__all__ = ["Wav2Lip"]
+
+
+def wav2lip_face_encoder() -> nn.ModuleList:
+    """6x96x96 -> features at 96, 48, 24, 12, 6, 3 and 1 pixels (16 to 512 channels)."""
+    return nn.ModuleList([
+        nn.Sequential(Conv2d(6, 16, 7, 1, 3)),
+        nn.Sequential(*residual_stage(16, 32, 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(32, 64, 3, 2, 1, n_residual=3)),
+        nn.Sequential(*residual_stage(64, 128, 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(128, 256, 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(256, 512, 3, 2, 1, n_residual=1)),
+        nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),
+    ])
+
+
+def wav2lip_audio_encoder() -> nn.Sequential:
+    """80x16 mel window -> 512x1x1 (SyncNet's audio encoder with one residual block fewer)."""
+    return nn.Sequential(
+        *residual_stage(1, 32, 3, 1, 1, n_residual=2),
+        *residual_stage(32, 64, 3, (3, 1), 1, n_residual=2),
+        *residual_stage(64, 128, 3, 3, 1, n_residual=2),
+        *residual_stage(128, 256, 3, (3, 2), 1, n_residual=1),
+        Conv2d(256, 512, 3, 1, 0),
+        Conv2d(512, 512, 1, 1, 0),
+    )
+
+
+def upsampling_stage(cin: int, cout: int, stride: int, padding: int, output_padding: int,
+                     n_residual: int) -> nn.Sequential:
+    """A 3x3 transposed convolution, then 3x3 identity-shortcut blocks at the new scale."""
+    blocks = [Conv2dTranspose(cin, cout, 3, stride, padding, output_padding)]
+    blocks += [Conv2d(cout, cout, 3, 1, 1, residual=True) for _ in range(n_residual)]
+    return nn.Sequential(*blocks)
+
+
+def wav2lip_face_decoder() -> nn.ModuleList:
+    """Audio vector -> 64x96x96; each stage's input is the previous output concatenated with the
+    face-encoder features of the same scale, hence the odd input widths (1024 = 512 + 512, ...)."""
+    return nn.ModuleList([
+        nn.Sequential(Conv2d(512, 512, 1, 1, 0)),
+        upsampling_stage(1024, 512, 1, 0, 0, n_residual=1),  # 1 -> 3
+        upsampling_stage(1024, 512, 2, 1, 1, n_residual=2),  # 3 -> 6
+        upsampling_stage(768, 384, 2, 1, 1, n_residual=2),  # 6 -> 12
+        upsampling_stage(512, 256, 2, 1, 1, n_residual=2),  # 12 -> 24
+        upsampling_stage(320, 128, 2, 1, 1, n_residual=2),  # 24 -> 48
+        upsampling_stage(160, 64, 2, 1, 1, n_residual=2),  # 48 -> 96
+    ])
+
+
+class Wav2Lip(nn.Module):
+    """Wav2Lip's generator (36,298,035 parameters): mel window + masked/reference faces -> face."""
+
+    def __init__(self):
+        super().__init__()
+        self.face_encoder_blocks = wav2lip_face_encoder()
+        self.audio_encoder = wav2lip_audio_encoder()
+        self.face_decoder_blocks = wav2lip_face_decoder()
+        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+
+    def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """Single frames: ``audio`` (B,1,80,16), ``faces`` (B,6,96,96) -> (B,3,96,96).
+
+        Windows: ``audio`` (B,T,1,80,16), ``faces`` (B,6,T,96,96) -> (B,3,T,96,96); the frames are
+        generated independently (folded into the batch), as in Wav2Lip. ``faces`` holds the target
+        frame with its lower half blanked, then a reference frame of the same person. Values in [0,1].
+        """
+        windowed = faces.ndim == 5
+        if windowed:
+            batch, steps = faces.shape[0], faces.shape[2]
+            audio = audio.transpose(0, 1).reshape(batch * steps, *audio.shape[2:])
+            faces = faces.permute(2, 0, 1, 3, 4).reshape(batch * steps, faces.shape[1], *faces.shape[3:])
+
+        skips = []
+        x = faces
+        for block in self.face_encoder_blocks:
+            x = block(x)
+            skips.append(x)
+
+        x = self.audio_encoder(audio)
+        for block in self.face_decoder_blocks:
+            x = torch.cat((block(x), skips.pop()), dim=1)
+        x = self.output_block(x)
+
+        if windowed:
+            x = x.reshape(steps, batch, *x.shape[1:]).permute(1, 2, 0, 3, 4).contiguous()
+        return x
