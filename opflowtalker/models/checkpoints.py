@@ -41,13 +41,22 @@ __all__ = [
 REFERENCE_SUFFIXES = (".pth", ".pt", ".tar")
 
 # Names stored in our checkpoints' metadata -> constructors taking the stored config (a dict).
+def _opflowtalker(config: dict) -> nn.Module:
+    from ..params import from_mapping
+    from .opflowtalker import OpFlowTalker, OpFlowTalkerConfig
+
+    return OpFlowTalker(from_mapping(OpFlowTalkerConfig, config, "checkpoint config"))
+
+
 MODEL_FACTORIES: dict[str, Callable[[dict], nn.Module]] = {
     "SyncNet": lambda config: SyncNet(),
     "Wav2Lip": lambda config: Wav2Lip(),
+    "OpFlowTalker": _opflowtalker,
 }
 
 # How each reference model is called in messages.
-_DESCRIPTIONS = {"SyncNet": "SyncNet lip-sync expert", "Wav2Lip": "Wav2Lip generator"}
+_DESCRIPTIONS = {"SyncNet": "SyncNet lip-sync expert", "Wav2Lip": "Wav2Lip generator",
+                 "OpFlowTalker": "OpFlowTalker generator"}
 
 
 class CheckpointError(ValueError):

@@ -1,0 +1,197 @@
+"""Claims about the OpFlowTalker generator: causal sequential fusion, the ablation switches, the audio
+augmentation and the explicit motion field."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from opflowtalker.models.opflowtalker import (
+    AudioAugmentation, OpFlowTalker, OpFlowTalkerConfig, count_parameters, flops_per_frame, kl_divergence, warp,
+)
+
+TINY = dict(width=0.125)
+
+
+def _window(config, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s, t = config.image_size, config.window
+    audio = torch.randn(batch, t, 1, 80, 16, generator=g)
+    faces = torch.rand(batch, 6, t, s, s, generator=g)
+    faces[:, :3, :, s // 2:] = 0  # the masked lower half, as the data loader gives it
+    return audio, faces
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return OpFlowTalker(OpFlowTalkerConfig(**{**TINY, **kw}))
+
+
+def _calibrated(model, audio, faces):
+    """The model in eval mode with batch-norm statistics of one batch, as after training.
+
+    Fresh running statistics (mean 0, variance 1) leave the encoder's skip features unnormalised in
+    eval mode, and they drown the audio path (its effect on the output is ~1e-7), which would make
+    the audio-driven claims below vacuous.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(audio, faces, sample=False)
+    return model.eval()
+
+
+def test_the_fusion_is_causal():
+    model = _model()
+    audio, faces = _window(model.config, batch=1)
+    _calibrated(model, audio, faces)
+    k = 2
+    audio2, faces2 = audio.clone(), faces.clone()
+    audio2[:, k:] = torch.randn_like(audio2[:, k:])
+    faces2[:, :, k:] = torch.rand_like(faces2[:, :, k:])
+    with torch.no_grad():
+        out, aux = model(audio, faces)
+        out2, aux2 = model(audio2, faces2)
+    torch.testing.assert_close(out2[:, :, :k], out[:, :, :k], atol=1e-6, rtol=0)
+    torch.testing.assert_close(aux2["motion"][:, :, :k], aux["motion"][:, :, :k], atol=1e-6, rtol=0)
+    assert (out2[:, :, k] - out[:, :, k]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_later_frames_see_earlier_ones_only_with_sequential_fusion(sequential):
+    model = _model(sequential_fusion=sequential)
+    audio, faces = _window(model.config, batch=1)
+    _calibrated(model, audio, faces)
+    audio2 = audio.clone()
+    audio2[:, 0] = torch.randn_like(audio2[:, 0])
+    with torch.no_grad():
+        last = model(audio, faces)[0][:, :, -1]
+        last2 = model(audio2, faces)[0][:, :, -1]
+    changed = (last2 - last).abs().max().item()
+    assert (changed > 1e-4) if sequential else (changed == 0)
+
+
+ABLATIONS = {
+    "full model": {},
+    "w/o audio augmentation": {"audio_aug": False},
+    "w/o optical flow predictor": {"flow_predictor": False},
+    "w/o sequential fusion": {"sequential_fusion": False},
+    "w/o explicit motion (the paper's model)": {"explicit_motion": False},
+    "w/o appended reference": {"append_reference": False},
+}
+
+
+@pytest.mark.parametrize("switches", ABLATIONS.values(), ids=ABLATIONS.keys())
+def test_every_ablation_builds_and_trains(switches):
+    model = _model(**switches).train()
+    audio, faces = _window(model.config, batch=1)
+    out, aux = model(audio, faces)
+    target = torch.rand_like(out)
+    loss = (out - target).abs().mean() + 0.01 * aux["kl"]
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    for part in (model.audio_encoder, model.face_encoder):
+        first = next(part.parameters())
+        assert first.grad is not None and first.grad.abs().sum() > 0
+    assert (aux["motion"] is not None) == model.config.motion_field
+    assert (aux["kl"] > 0) == model.config.audio_aug
+
+
+@pytest.mark.parametrize("size, width", [(96, 1.0), (256, 0.125)])
+def test_output_shapes_and_range(size, width):
+    torch.manual_seed(0)
+    config = OpFlowTalkerConfig(image_size=size, width=width)
+    model = OpFlowTalker(config).eval()
+    audio, faces = _window(config, batch=1)
+    with torch.no_grad():
+        out, aux = model(audio, faces)
+    t = config.window
+    assert out.shape == (1, 3, t, size, size)
+    assert out.min() >= 0 and out.max() <= 1
+    assert aux["motion"].shape == (1, 2, t, size, size)
+    assert aux["flow_features"].shape == (1, t, config.ch(config.flow_dim))
+    if width == 1.0:
+        # Wav2Lip-sized convolutions plus a 512-wide, 6-layer Transformer: tens of millions.
+        assert 40e6 < count_parameters(model) < 80e6
+
+
+def test_kl_is_zero_for_the_standard_normal_and_positive_otherwise():
+    zeros = torch.zeros(4, 8)
+    assert kl_divergence(zeros, zeros).item() == 0
+    assert kl_divergence(zeros + 0.5, zeros).item() > 0
+    assert kl_divergence(zeros, zeros - 1.0).item() > 0
+
+    aug = AudioAugmentation(16, 8, 4)
+    f_audio = torch.randn(3, 16)
+    assert aug(f_audio, sample=False)[1].item() > 0
+    for p in aug.parameters():
+        torch.nn.init.zeros_(p)  # mu = 0, log-variance = 0
+    assert aug(f_audio, sample=True)[1].item() == 0
+
+
+def test_augmentation_uses_the_mean_unless_sampling():
+    torch.manual_seed(0)
+    aug = AudioAugmentation(16, 8, 4)
+    f_audio = torch.randn(3, 16)
+    mean, _ = aug(f_audio, sample=False)
+    torch.testing.assert_close(mean[:, :8], aug.mu(f_audio))
+    assert (mean[:, 8:] == 0).all()
+    assert not torch.allclose(aug(f_audio, sample=True)[0], mean)
+
+
+def test_eval_mode_is_deterministic_and_sampling_diversifies():
+    model = _model()
+    audio, faces = _window(model.config)
+    _calibrated(model, audio, faces)
+    with torch.no_grad():
+        a, b = model(audio, faces)[0], model(audio, faces)[0]
+        c = model(audio, faces, sample=True)[0]
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_warping_with_zero_motion_is_the_identity():
+    x = torch.rand(2, 5, 24, 24)
+    torch.testing.assert_close(warp(x, torch.zeros(2, 2, 96, 96)), x, atol=1e-6, rtol=0)
+
+
+def test_motion_is_in_image_pixels_at_every_scale():
+    # 8 image pixels to the right is 2 pixels of a quarter-resolution feature map.
+    x = torch.rand(1, 3, 24, 24)
+    motion = torch.zeros(1, 2, 96, 96)
+    motion[:, 0] = 8.0
+    torch.testing.assert_close(warp(x, motion)[..., :-2], x[..., 2:], atol=1e-5, rtol=0)
+
+
+def test_flops_are_per_frame():
+    config = OpFlowTalkerConfig(**TINY)
+    per_frame = flops_per_frame(config)
+    one_frame = flops_per_frame(dataclasses.replace(config, window=1))
+    assert per_frame > 0
+    assert abs(per_frame / one_frame - 1) < 0.05
+
+
+def test_config_rejects_unsupported_sizes():
+    with pytest.raises(ValueError):
+        OpFlowTalkerConfig(image_size=128)
+    with pytest.raises(ValueError):
+        OpFlowTalker(OpFlowTalkerConfig(**TINY))(torch.zeros(1, 5, 1, 80, 16), torch.zeros(1, 6, 5, 64, 64))
+
+
+def test_a_safetensors_checkpoint_rebuilds_the_same_opflowtalker(tmp_path):
+    from opflowtalker.models.checkpoints import load_model_checkpoint, save_safetensors
+
+    config = OpFlowTalkerConfig(width=0.125, sequential_fusion=False)
+    torch.manual_seed(0)
+    model = OpFlowTalker(config).eval()
+    path = tmp_path / "generator.safetensors"
+    save_safetensors(model, path)
+    loaded = load_model_checkpoint(path)
+    assert isinstance(loaded, OpFlowTalker) and loaded.config == config
+    audio, faces = torch.randn(1, 5, 1, 80, 16), torch.rand(1, 6, 5, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(model(audio, faces)[0], loaded.eval()(audio, faces)[0])
