@@ -83,6 +83,22 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def _cmd_model_cost(args: argparse.Namespace) -> None:
+    import json
+    import os
+
+    from .models.cost import measure_costs
+    from .params import load_params
+
+    group = load_params(args.params).get("model_cost") or {}
+    result = measure_costs(**group)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, args.out)
+    print(f"model costs written to {args.out}")
+
+
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
@@ -127,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("data/prepared"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("model-cost", help="parameters, FLOPs and CPU ms per frame of the generators "
+                                          "(params.yaml: model_cost)")
+    p.add_argument("--out", type=Path, default=Path("metrics/model_cost.json"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_model_cost)
 
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)
