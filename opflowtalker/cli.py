@@ -99,6 +99,36 @@ def _cmd_model_cost(args: argparse.Namespace) -> None:
     print(f"model costs written to {args.out}")
 
 
+def _flow_params(path: Path):
+    from .flow.train import FlowTrainParams
+    from .params import from_mapping, load_params
+
+    return from_mapping(FlowTrainParams, load_params(path).get("train_flow"), "params.yaml: train_flow")
+
+
+def _cmd_train_flow(args: argparse.Namespace) -> None:
+    from .flow.train import train_flow_network
+
+    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args.params))
+    print(f"{args.network}: {log['steps']} steps in {log['seconds']:.0f} s, final loss {log['loss'][-1]:.3f}")
+
+
+def _cmd_eval_flow(args: argparse.Namespace) -> None:
+    import json
+    import os
+
+    from .flow.train import evaluate_estimators
+
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+    result = evaluate_estimators(args.prepared, checkpoints, _flow_params(args.params))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, args.out)
+    for name, row in result["estimators"].items():
+        print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
+
+
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
@@ -149,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("metrics/model_cost.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_model_cost)
+
+    p = sub.add_parser("train-flow", help="train a flow network on the corpus's exact flow (params.yaml: train_flow)")
+    p.add_argument("network", choices=["gma", "raft", "raft_small", "flownet"])
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, required=True, help="checkpoint (.safetensors)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_train_flow)
+
+    p = sub.add_parser("eval-flow", help="end-point error of every flow estimator on held-out corpus pairs")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                   help="a trained network to score, e.g. gma=models/flow/gma.safetensors")
+    p.add_argument("--out", type=Path, default=Path("metrics/flow_epe.json"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_eval_flow)
 
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)

@@ -1,0 +1,219 @@
+"""Training the flow networks on the corpus's exact flow, and scoring every estimator by EPE.
+
+No flow weights can be downloaded here, so GMA, RAFT and the FlowNet variant learn from the
+embedded corpus, whose flow between consecutive face crops is exact: supervised training with
+RAFT's sequence loss (FlowNet: its multi-scale loss) on pairs of 96-px crops from the training
+split. They are scored, with the classical DIS and Farneback and the zero flow, by end-point error
+on pairs from the held-out test split (an unseen face saying unseen sentences), over valid pixels
+and over the mouth.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..landmarks import mouth_mask
+from .epe import end_point_error, multiscale_epe_loss, sequence_loss
+
+__all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "build_network", "load_trained_network", "NETWORKS", "train_flow_network",
+           "evaluate_estimators"]
+
+NETWORKS = ("gma", "raft", "raft_small", "flownet")
+
+
+def _default_steps() -> dict[str, int]:
+    # About the same minutes for each on two CPU cores (a GMA step costs ~30 FlowNet2-S steps).
+    return {"gma": 240, "raft": 240, "raft_small": 600, "flownet": 3000}
+
+
+@dataclass(frozen=True)
+class FlowTrainParams:
+    steps: dict[str, int] = field(default_factory=_default_steps)
+    batch_size: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 1e-5
+    iters: int = 6          # refinement iterations while training (RAFT/GMA); 12 when scoring
+    eval_iters: int = 12
+    gamma: float = 0.8      # sequence-loss decay, as RAFT
+    clip: float = 1.0
+    train_pairs: int = 1200  # pairs drawn from the training split, held in memory
+    eval_pairs: int = 300    # pairs drawn from the test split
+    pairs_per_clip: int = 12
+    seed: int = 0
+    threads: int = 2
+    flownet_width: float = 0.25  # FlowNet2-S at full width (38.7M) does not train on a laptop CPU
+
+
+@dataclass
+class FlowPairs:
+    """Consecutive face crops with their exact flow: image1, image2 (N, 3, S, S) uint8,
+    flow (N, 2, S, S) float32, valid and mouth (N, S, S) bool."""
+
+    image1: np.ndarray
+    image2: np.ndarray
+    flow: np.ndarray
+    valid: np.ndarray
+    mouth: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image1)
+
+
+def load_pairs(prepared: str | Path, split: str, n_pairs: int, seed: int, per_clip: int = 12) -> FlowPairs:
+    """``n_pairs`` (clip, t) pairs, ``per_clip`` from each of randomly chosen clips of ``split``."""
+    prepared = Path(prepared)
+    keys = [k for k in (prepared / f"{split}.txt").read_text().split() if k]
+    if not keys:
+        raise ValueError(f"no prepared clips in {prepared / f'{split}.txt'}")
+    rng = np.random.default_rng(seed)
+    n_clips = min(len(keys), -(-n_pairs // per_clip))
+    keys = [keys[i] for i in np.sort(rng.choice(len(keys), size=n_clips, replace=False))]
+    per_clip = max(1, -(-n_pairs // n_clips))
+    out = {k: [] for k in ("image1", "image2", "flow", "valid", "mouth")}
+    for key in keys:
+        data = np.load(prepared / f"{key}.npz")
+        if str(data["flow_source"]) != "exact":
+            raise ValueError(f"{key} has no exact flow: flow networks train on the corpus only")
+        faces, flow, valid, landmarks = data["faces"], data["flow"], data["valid"], data["landmarks"]
+        for t in rng.choice(len(flow), size=min(per_clip, len(flow)), replace=False):
+            out["image1"].append(faces[t].transpose(2, 0, 1))
+            out["image2"].append(faces[t + 1].transpose(2, 0, 1))
+            out["flow"].append(flow[t].astype(np.float32).transpose(2, 0, 1))
+            out["valid"].append(valid[t])
+            out["mouth"].append(mouth_mask(landmarks[t], faces.shape[1:3], dilate=3))
+    pairs = FlowPairs(**{k: np.stack(v) for k, v in out.items()})
+    if len(pairs) > n_pairs:
+        keep = np.sort(rng.choice(len(pairs), size=n_pairs, replace=False))
+        pairs = FlowPairs(**{k: getattr(pairs, k)[keep] for k in out})
+    return pairs
+
+
+def build_network(name: str, params: FlowTrainParams = FlowTrainParams()) -> torch.nn.Module:
+    if name in ("gma", "raft", "raft_small"):
+        from .checkpoints import build_flow_network
+
+        return build_flow_network(name)
+    if name == "flownet":
+        from .flownet import FlowNet2S
+
+        return FlowNet2S(width=params.flownet_width)
+    raise ValueError(f"unknown flow network {name!r}; choose one of {', '.join(NETWORKS)}")
+
+
+def _batch(pairs: FlowPairs, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return (torch.from_numpy(pairs.image1[idx]).float(), torch.from_numpy(pairs.image2[idx]).float(),
+            torch.from_numpy(pairs.flow[idx]), torch.from_numpy(pairs.valid[idx]))
+
+
+def load_trained_network(path: str | Path) -> torch.nn.Module:
+    """A network written by :func:`train_flow_network`, rebuilt from its metadata, in eval mode."""
+    from ..models.checkpoints import load_safetensors
+    from ..params import from_mapping
+
+    state, metadata = load_safetensors(path)
+    params = from_mapping(FlowTrainParams, metadata["train_params"], f"{path} metadata")
+    model = build_network(metadata["network"], params)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _to_multiple_of_64(image1, image2, flow, valid):
+    """FlowNet trains on sides that are multiples of 64: resize the pair, scale the flow with it."""
+    size = -(-image1.shape[-1] // 64) * 64
+    if size == image1.shape[-1]:
+        return image1, image2, flow, valid
+    scale = size / image1.shape[-1]
+    resize = lambda x: torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    valid = torch.nn.functional.interpolate(valid[:, None].float(), size=(size, size), mode="nearest")[:, 0] > 0.5
+    return resize(image1), resize(image2), resize(flow) * scale, valid
+
+
+def _loss(name: str, model: torch.nn.Module, image1, image2, flow, valid, params: FlowTrainParams):
+    if name == "flownet":
+        image1, image2, flow, valid = _to_multiple_of_64(image1, image2, flow, valid)
+        return multiscale_epe_loss(model(image1, image2), flow, valid)
+    return sequence_loss(model(image1, image2, iters=params.iters), flow, valid, gamma=params.gamma)
+
+
+def train_flow_network(name: str, prepared: str | Path, out: str | Path, params: FlowTrainParams) -> dict:
+    """Train one network on the training split; write its safetensors checkpoint and a log."""
+    from ..models.checkpoints import save_safetensors
+
+    torch.set_num_threads(params.threads)
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    pairs = load_pairs(prepared, "train", params.train_pairs, params.seed, params.pairs_per_clip)
+    steps = params.steps[name]
+    model = build_network(name, params).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, params.lr, total_steps=steps + 100,
+                                                   pct_start=0.05, cycle_momentum=False, anneal_strategy="linear")
+    losses, start = [], time.perf_counter()
+    for _ in range(steps):
+        idx = rng.choice(len(pairs), size=params.batch_size, replace=False)
+        image1, image2, flow, valid = _batch(pairs, idx)
+        loss = _loss(name, model, image1, image2, flow, valid, params)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), params.clip)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss))
+    seconds = time.perf_counter() - start
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, out, metadata={"model": type(model).__name__, "network": name,
+                                           "train_params": asdict(params)})
+    log = {"network": name, "steps": steps, "seconds": seconds, "loss": losses}
+    _write_json(out.with_suffix(".json"), log)
+    return log
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _predict(estimator, pairs: FlowPairs, batch: int, iters: int | None) -> np.ndarray:
+    preds = []
+    for start in range(0, len(pairs), batch):
+        idx = np.arange(start, min(start + batch, len(pairs)))
+        image1, image2, _, _ = _batch(pairs, idx)
+        pred = estimator(image1, image2, iters=iters) if iters is not None else estimator(image1, image2)
+        preds.append(pred.float().numpy())
+    return np.concatenate(preds)
+
+
+def evaluate_estimators(prepared: str | Path, checkpoints: dict[str, str | Path], params: FlowTrainParams) -> dict:
+    """EPE of every estimator on held-out test pairs, over valid pixels and over the mouth."""
+    from .classical import ClassicalFlow
+
+    torch.set_num_threads(params.threads)
+    pairs = load_pairs(prepared, "test", params.eval_pairs, params.seed + 1, params.pairs_per_clip)
+    target, valid = torch.from_numpy(pairs.flow), torch.from_numpy(pairs.valid)
+    mouth = torch.from_numpy(pairs.mouth) & valid
+    estimators: dict[str, tuple] = {
+        "zero flow": (None, None), "DIS": (ClassicalFlow("dis"), None), "Farneback": (ClassicalFlow("farneback"), None),
+    }
+    for name, path in checkpoints.items():
+        estimators[name] = (load_trained_network(path), None if name == "flownet" else params.eval_iters)
+    rows = {}
+    for label, (estimator, iters) in estimators.items():
+        start = time.perf_counter()
+        pred = torch.zeros_like(target) if estimator is None else torch.from_numpy(_predict(estimator, pairs, 8, iters))
+        ms = 1000 * (time.perf_counter() - start) / len(pairs)
+        rows[label] = {"epe": float(end_point_error(pred, target, valid)),
+                       "epe_mouth": float(end_point_error(pred, target, mouth)),
+                       "ms_per_pair": ms if estimator is not None else 0.0}
+    magnitude = torch.linalg.vector_norm(target, dim=1)
+    return {"pairs": len(pairs), "split": "test", "size": int(pairs.image1.shape[-1]),
+            "mean_flow_px": float(magnitude[valid].mean()), "mean_mouth_flow_px": float(magnitude[mouth].mean()),
+            "estimators": rows}
