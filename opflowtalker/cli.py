@@ -24,12 +24,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .audio import AudioError
     from .datasets import DatasetError
     from .landmarks import LandmarkError
+    from .models.checkpoints import CheckpointError
     from .notebooks import NotebookError
     from .params import ParamsError
     from .preprocess import PreprocessError
     from .video import VideoError
 
-    return (UserError, AssetError, AudioError, DatasetError, LandmarkError, NotebookError, ParamsError, PreprocessError, VideoError, FileNotFoundError)
+    return (UserError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
+            ParamsError, PreprocessError, VideoError, FileNotFoundError)
 
 
 def _cmd_assets(args: argparse.Namespace) -> None:
@@ -84,18 +86,12 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def _cmd_model_cost(args: argparse.Namespace) -> None:
-    import json
-    import os
-
+    from .files import write_json_atomic
     from .models.cost import measure_costs
     from .params import load_params
 
     group = load_params(args.params).get("model_cost") or {}
-    result = measure_costs(**group)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, measure_costs(**group))
     print(f"model costs written to {args.out}")
 
 
@@ -114,17 +110,15 @@ def _cmd_train_flow(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval_flow(args: argparse.Namespace) -> None:
-    import json
-    import os
-
+    from .files import write_json_atomic
     from .flow.train import evaluate_estimators
 
+    malformed = [item for item in args.checkpoint if "=" not in item]
+    if malformed:
+        raise UserError(f"--checkpoint takes NAME=PATH, got {malformed[0]!r}")
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     result = evaluate_estimators(args.prepared, checkpoints, _flow_params(args.params))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, result)
     for name, row in result["estimators"].items():
         print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
 
