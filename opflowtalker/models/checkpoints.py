@@ -140,7 +140,10 @@ def save_safetensors(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]
         state_dict = model_or_state_dict.state_dict()
     else:
         state_dict = model_or_state_dict
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    # RAFT's reference layout registers one norm under two names (normN and downsample.1), so
+    # state dicts can alias storage, which safetensors refuses: each name gets its own copy, and
+    # loading sets the one module through both names.
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
     encoded = {k: json.dumps(_jsonable(v), sort_keys=True) for k, v in meta.items()}
 
     path.parent.mkdir(parents=True, exist_ok=True)
