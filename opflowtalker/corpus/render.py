@@ -572,7 +572,6 @@ def _interp_vertices(values: np.ndarray, tris: np.ndarray, tri_map: np.ndarray, 
 
 def _paint_mouth(frame: np.ndarray, hole: np.ndarray, rig: FaceRig, V: np.ndarray, jaw: float) -> np.ndarray:
     """Paint the opening between the lips; returns the painted (alpha > 0) mask."""
-    S = rig.config.size
     up = V[rig.slit_upper]
     lo = V[rig.slit_lower]
     hw = rig.mouth_halfwidth
