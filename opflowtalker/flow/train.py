@@ -9,8 +9,6 @@ and over the mouth.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import write_json_atomic
 from ..landmarks import mouth_mask
 from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
@@ -171,14 +170,8 @@ def train_flow_network(name: str, prepared: str | Path, out: str | Path, params:
     save_safetensors(model, out, metadata={"model": type(model).__name__, "network": name,
                                            "train_params": asdict(params)})
     log = {"network": name, "steps": steps, "seconds": seconds, "loss": losses}
-    _write_json(out.with_suffix(".json"), log)
+    write_json_atomic(out.with_suffix(".json"), log)
     return log
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
