@@ -36,6 +36,7 @@ import numpy as np
 
 from . import audio, video
 from .datasets import Clip, read_dataset
+from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
 
 __all__ = [
@@ -210,13 +211,7 @@ def dis_flow(crop: np.ndarray, next_crop: np.ndarray, dis=None) -> tuple[np.ndar
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     a, b = (cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) if c.ndim == 3 else c for c in (crop, next_crop))
     forward = dis.calc(a, b, None)
-    backward = dis.calc(b, a, None)
-    h, w = a.shape
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    tx, ty = gx + forward[..., 0], gy + forward[..., 1]
-    back = cv2.remap(backward, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    ok = np.linalg.norm(forward + back, axis=-1) < FB_TOLERANCE
-    ok &= (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    ok = forward_backward_valid(forward, dis.calc(b, a, None), FB_TOLERANCE)
     return forward, ok
 
 
