@@ -1,0 +1,2 @@
+"""Every metric of the paper: image quality (PSNR, SSIM, FID, LPIPS), lip sync and landmarks, and
+lip-reading intelligibility (VTCS), each in the module named after what it measures."""
