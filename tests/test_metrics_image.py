@@ -282,6 +282,9 @@ def test_inception_fid_runs_from_the_weight_file(inception_file):
     # Four images through the full network at 299x299, about 0.2 s each.
     value = fid.inception_fid(real, fake, inception_file)
     assert np.isfinite(value) and value > 0
+    # Cached (N, 2048) features are taken as they are.
+    cached, other = RNG.normal(size=(3, 2048)), RNG.normal(size=(4, 2048))
+    assert fid.inception_fid(cached, other, inception_file) == fid.frechet_distance_from_features(cached, other)
 
 
 # ---------------------------------------------------------------- FD-face
@@ -422,3 +425,5 @@ def test_lpips_without_its_weight_files_says_which_is_missing(lpips_files, tmp_p
         lpips.lpips_distance(images, images)
     with pytest.raises(MetricUnavailable, match=r"linear layers \(weights/v0.1/alex.pth\), which is not at"):
         lpips.lpips_distance(images, images, backbone, tmp_path / "nowhere.pth")
+    with pytest.raises(MetricUnavailable, match="AlexNet weights .*, which is not at"):
+        lpips.LPIPS.from_files(tmp_path / "nowhere.pth", linear)

@@ -34,6 +34,7 @@ import os
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,7 @@ __all__ = [
     "FACE_DESCRIPTOR_FILE",
     "FACE_SHAPE_FILE",
     "FACE_CHIP_SIZE",
+    "FACE_DESCRIPTOR_DIMS",
     "feature_statistics",
     "frechet_distance",
     "frechet_distance_from_features",
@@ -70,8 +72,9 @@ __all__ = [
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FACE_DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 FACE_SHAPE_FILE = "shape_predictor_5_face_landmarks.dat"
-# dlib's descriptor network reads 150x150 aligned chips.
+# dlib's descriptor network reads 150x150 aligned chips and gives 128 numbers.
 FACE_CHIP_SIZE = 150
+FACE_DESCRIPTOR_DIMS = 128
 
 
 # ---------------------------------------------------------------- the Frechet distance
@@ -325,7 +328,8 @@ def load_inception(weights_path: str | os.PathLike) -> InceptionV3:
     """
     path = Path(weights_path)
     if not path.is_file():
-        raise MetricUnavailable(f"FID needs pytorch-fid's Inception weights {FID_WEIGHTS_FILE}, which are not at {path}")
+        raise MetricUnavailable(f"FID needs pytorch-fid's Inception weights {FID_WEIGHTS_FILE}, "
+                                f"which are not at {path}")
     return load_state_dict_strict(InceptionV3(), load_reference_state_dict(path), "FID Inception-v3", path)
 
 
@@ -345,13 +349,22 @@ def inception_features(images, model: InceptionV3, batch_size: int = 32, data_ra
     return np.concatenate(out)
 
 
+def _is_features(x, dims: int) -> bool:
+    return np.ndim(x) == 2 and np.shape(x)[1] == dims
+
+
 def inception_fid(real_images, fake_images, weights_path: str | os.PathLike, batch_size: int = 32,
                   data_range: float = 255.0) -> float:
-    """FID between two image sets (N, H, W, 3), each N >= 2, with pytorch-fid's Inception weights."""
+    """FID between two image sets (N, H, W, 3), each N >= 2, with pytorch-fid's Inception weights.
+    Either set may instead be given as its (N, 2048) :func:`inception_features`, e.g. cached real ones."""
     model = load_inception(weights_path)
-    real = inception_features(real_images, model, batch_size, data_range)
-    fake = inception_features(fake_images, model, batch_size, data_range)
-    return frechet_distance_from_features(real, fake)
+
+    def features(x) -> np.ndarray:
+        if _is_features(x, InceptionV3.FEATURES):
+            return np.asarray(x, dtype=np.float64)
+        return inception_features(x, model, batch_size, data_range)
+
+    return frechet_distance_from_features(features(real_images), features(fake_images))
 
 
 # ---------------------------------------------------------------- FD-face (dlib descriptors)
@@ -374,13 +387,11 @@ class FaceEmbedder:
 
     def __call__(self, images, data_range: float = 255.0) -> np.ndarray:
         """Descriptors (N, 128) of face crops (N, H, W, 3) RGB, each crop showing one face."""
-        import cv2
-
         batch = as_image_batch(images, "face images")
         if batch.shape[-1] == 1:
             batch = np.repeat(batch, 3, axis=-1)
         batch = np.clip(np.rint(batch * (255.0 / data_range)), 0, 255).astype(np.uint8)
-        out = np.empty((len(batch), 128))
+        out = np.empty((len(batch), FACE_DESCRIPTOR_DIMS))
         size = self.chip_size
         # The 5-point predictor was trained on detector boxes; a Wav2Lip crop is such a box with
         # the chin padded, and the whole crop placed eyes and nose best of the rectangles tried.
@@ -409,7 +420,8 @@ def face_embedding_fd(real_faces, fake_faces, embedder: FaceEmbedder | None = No
     crops (N, H, W, 3), N >= 2 each. Either argument may instead be its (N, 128) descriptors."""
 
     def descriptors(x) -> np.ndarray:
-        x = np.asarray(x)
-        return x.astype(np.float64) if x.ndim == 2 and x.shape[1] == 128 else face_embeddings(x, embedder, data_range)
+        if _is_features(x, FACE_DESCRIPTOR_DIMS):
+            return np.asarray(x, dtype=np.float64)
+        return face_embeddings(x, embedder, data_range)
 
     return frechet_distance_from_features(descriptors(real_faces), descriptors(fake_faces))

@@ -115,6 +115,14 @@ def normalize_tensor(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return x / (torch.sqrt((x * x).sum(dim=1, keepdim=True)) + eps)
 
 
+def _check_file(path: str | os.PathLike | None, what: str) -> Path:
+    if path is None:
+        raise MetricUnavailable(f"LPIPS needs {what}, and no path to it was given")
+    if not Path(path).is_file():
+        raise MetricUnavailable(f"LPIPS needs {what}, which is not at {path}")
+    return Path(path)
+
+
 class LPIPS(nn.Module):
     """LPIPS with the AlexNet trunk. ``forward(x, y)`` takes (N, 3, H, W) in [-1, 1] and returns (N,)."""
 
@@ -136,11 +144,14 @@ class LPIPS(nn.Module):
         return holder
 
     @classmethod
-    def from_files(cls, backbone_path: str | os.PathLike, linear_path: str | os.PathLike) -> LPIPS:
+    def from_files(cls, backbone_path: str | os.PathLike | None, linear_path: str | os.PathLike | None) -> LPIPS:
         """LPIPS with torchvision's AlexNet weights and lpips's linear layers, in eval mode.
 
-        A wrong file raises a ``CheckpointError`` (a ``ValueError``) naming what does not match.
+        A missing file raises :class:`MetricUnavailable`, a wrong one a ``CheckpointError`` (a
+        ``ValueError``) naming what does not match.
         """
+        backbone_path = _check_file(backbone_path, f"torchvision's AlexNet weights ({ALEXNET_WEIGHTS_FILE})")
+        linear_path = _check_file(linear_path, f"lpips's linear layers ({LINEAR_WEIGHTS_FILE})")
         model = cls()
         backbone = load_reference_state_dict(backbone_path)
         # torchvision's file also holds the classifier, which LPIPS does not use.
@@ -159,23 +170,13 @@ class LPIPS(nn.Module):
         return total
 
 
-def _check_file(path: str | os.PathLike | None, what: str) -> Path:
-    if path is None:
-        raise MetricUnavailable(f"LPIPS needs {what}, and no path to it was given")
-    if not Path(path).is_file():
-        raise MetricUnavailable(f"LPIPS needs {what}, which is not at {path}")
-    return Path(path)
-
-
 def lpips_distance(pred, target, backbone_path: str | os.PathLike | None = None,
                    linear_path: str | os.PathLike | None = None, batch_size: int = 32,
                    data_range: float = 255.0, model: LPIPS | None = None) -> float:
     """Mean LPIPS between predicted and target images, (H, W, 3) or (N, H, W, 3) each with values in
     [0, data_range]; the weights come from ``model`` or else from the two files."""
     if model is None:
-        backbone = _check_file(backbone_path, f"torchvision's AlexNet weights ({ALEXNET_WEIGHTS_FILE})")
-        linear = _check_file(linear_path, f"lpips's linear layers ({LINEAR_WEIGHTS_FILE})")
-        model = LPIPS.from_files(backbone, linear)
+        model = LPIPS.from_files(backbone_path, linear_path)
     x, y = as_image_batch(pred, "predicted images"), as_image_batch(target, "target images")
     if x.shape != y.shape:
         raise MetricError(f"predicted images {x.shape} and target images {y.shape} differ in shape")
