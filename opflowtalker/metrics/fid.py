@@ -22,10 +22,12 @@ rectangle covering the whole crop, and the descriptor is computed from the align
 
 ``tr((S1 S2)^(1/2))`` is the sum of the square roots of the eigenvalues of S1 S2. pytorch-fid
 takes it from ``scipy.linalg.sqrtm``, as :func:`frechet_distance` does; for 2048-d features that
-takes about a minute on two CPU cores. :func:`frechet_distance_from_features` gets the same number
-exactly and quickly from the features themselves: with centred feature matrices X1 (n1 x d) and
-X2, the non-zero eigenvalues of S1 S2 are the squared singular values of X1 X2^T / sqrt((n1-1)(n2-1)),
-an n1 x n2 matrix.
+takes 25-60 s on our 2-core CPUs. :func:`frechet_distance_from_features` gets the same number from
+the features themselves: with centred feature matrices X1 (n1 x d) and X2, the non-zero
+eigenvalues of S1 S2 are the squared singular values of X1 X2^T / sqrt((n1-1)(n2-1)), an n1 x n2
+matrix (7 ms for 50 and 60 samples of 2048-d features, agreeing with sqrtm to 1e-7 relative); with
+more samples than dimensions it uses the eigenvalues of S1^(1/2) S2 S1^(1/2) instead (about 6 s
+at 2048-d on one core).
 """
 from __future__ import annotations
 
