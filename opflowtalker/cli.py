@@ -8,8 +8,11 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
@@ -17,6 +20,33 @@ __all__ = ["main", "build_parser"]
 
 class UserError(Exception):
     """Raised by stages for bad input; printed as one line."""
+
+
+# The stages of the study whose wall time the book reports (metrics/stage_times.json).
+TIMED = {"corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet", "train-lipreader",
+         "train-generator", "evaluate-reference", "evaluate", "tables", "notebook", "book"}
+STAGE_TIMES = Path("metrics/stage_times.json")
+
+
+def _stage_name(args: argparse.Namespace) -> str:
+    for attr in ("variant", "network"):
+        if getattr(args, attr, None):
+            return f"{args.command} {getattr(args, attr)}"
+    if args.command == "notebook":
+        return f"notebook {Path(args.notebook).stem}"
+    return args.command
+
+
+def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES) -> None:
+    """Add one stage's wall time to the study's timing file (only when run from the project root,
+    where dvc.yaml is, so that a stage run elsewhere by hand leaves no stray file)."""
+    from .files import write_json_atomic
+
+    if not Path("dvc.yaml").is_file() or os.environ.get("RANK", "0") != "0":
+        return
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(path, dict(sorted(times.items())))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -123,6 +153,93 @@ def _cmd_eval_flow(args: argparse.Namespace) -> None:
         print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
 
 
+def _cmd_train_syncnet(args: argparse.Namespace) -> None:
+    from .params import from_mapping, load_params
+    from .training.syncnet import SyncNetTrainParams, train_syncnet
+
+    params = from_mapping(SyncNetTrainParams, load_params(args.params).get("train_syncnet"), "params.yaml: train_syncnet")
+    log = train_syncnet(args.prepared, args.out, params, args.run_dir or Path("runs/syncnet"))
+    last = log["history"]["eval"][-1]
+    print(f"syncnet: {log['steps']} steps in {log['seconds']:.0f} s; validation accuracy {last['accuracy']:.3f}, "
+          f"BCE {last['bce']:.3f}")
+
+
+def _cmd_train_generator(args: argparse.Namespace) -> None:
+    from .params import load_params
+    from .training.generator import train_generator, variant_params
+
+    params = variant_params(load_params(args.params).get("generators") or {}, args.variant)
+    log = train_generator(args.variant, args.prepared, args.out, params, args.run_dir or Path(f"runs/{args.variant}"),
+                          args.expert, args.flow_dir)
+    last = log["history"]["eval"][-1]
+    print(f"{args.variant}: {log['steps']} steps in {log['seconds']:.0f} s; "
+          + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"))
+
+
+def _cmd_train_lipreader(args: argparse.Namespace) -> None:
+    from .params import from_mapping, load_params
+    from .training.lipreader import LipReaderTrainParams, train_lipreader
+
+    params = load_params(args.params)
+    train = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
+    dataset = params.get("dataset") or {}
+    log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
+                          args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"))
+    print(f"lipreader: {log['steps']} steps in {log['seconds']:.0f} s; test WER {log['test']['wer']:.3f} "
+          f"(chance {log['chance']['wer']:.3f}), CER {log['test']['cer']:.3f}")
+
+
+def _eval_params(params: dict):
+    from .evaluate import EvalParams
+    from .params import from_mapping
+
+    return from_mapping(EvalParams, params.get("evaluate"), "params.yaml: evaluate")
+
+
+def _cmd_evaluate_reference(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_reference
+    from .files import write_json_atomic
+    from .params import load_params
+
+    params = load_params(args.params)
+    row = evaluate_reference(args.prepared, params.get("dataset") or {}, args.expert, args.lipreader,
+                             args.reference, _eval_params(params))
+    write_json_atomic(args.out, row)
+    print(f"ground truth: LSE-C {row['lse_c']:.3f}, LSE-D {row['lse_d']:.3f}, lip-reading WER {row['wer']:.3f} "
+          f"against the speech recogniser ({row['clips']} clips, {row['seconds']:.0f} s)")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_generator
+    from .files import write_json_atomic
+    from .params import load_params
+
+    params = load_params(args.params)
+    variants = (params.get("generators") or {}).get("variants") or {}
+    if args.variant not in variants:
+        raise UserError(f"no generator variant {args.variant!r}; params.yaml defines {', '.join(variants)}")
+    label = (variants[args.variant] or {}).get("label", args.variant)
+    row = evaluate_generator(args.variant, label, args.checkpoint, args.prepared, args.reference, args.expert,
+                             args.lipreader, _eval_params(params), args.frames)
+    write_json_atomic(args.out, row)
+    print(f"{args.variant}: PSNR {row['psnr']:.2f}, SSIM {row['ssim']:.3f}, LSE-C {row['lse_c']:.3f}, "
+          f"M-LMD {row['m_lmd']:.3f}, WER {row['wer']:.3f} ({row['seconds']:.0f} s)")
+
+
+def _cmd_tables(args: argparse.Namespace) -> None:
+    from .files import write_json_atomic
+    from .params import load_params
+    from .tables import build_tables
+
+    variants = ((load_params(args.params).get("generators") or {}).get("variants")) or {}
+    try:
+        tables = build_tables(args.results, variants)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    write_json_atomic(args.out, tables)
+    print(f"tables written to {args.out}")
+
+
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
@@ -189,6 +306,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_eval_flow)
 
+    p = sub.add_parser("train-syncnet", help="train the lip-sync expert (params.yaml: train_syncnet); "
+                                             "resumes after a kill; torchrun runs it on N devices")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, default=Path("models/syncnet.safetensors"))
+    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/syncnet)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_train_syncnet)
+
+    p = sub.add_parser("train-generator", help="train one generator variant (params.yaml: generators); "
+                                               "resumes after a kill; torchrun runs it on N devices")
+    p.add_argument("variant", help="a key of generators.variants, e.g. full or wav2lip")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--expert", type=Path, default=Path("models/syncnet.safetensors"), help="the SyncNet expert")
+    p.add_argument("--flow-dir", type=Path, default=Path("models/flow"), help="trained flow networks")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint (.safetensors)")
+    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/VARIANT)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_train_generator)
+
+    p = sub.add_parser("train-lipreader", help="train the lip reader VTCS needs (params.yaml: train_lipreader)")
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, default=Path("models/lipreader.safetensors"))
+    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/lipreader)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_train_lipreader)
+
+    def evaluation_inputs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+        p.add_argument("--expert", type=Path, default=Path("models/syncnet.safetensors"))
+        p.add_argument("--lipreader", type=Path, default=Path("models/lipreader.safetensors"))
+        p.add_argument("--reference", type=Path, default=Path("data/eval/reference.npz"),
+                       help="the real side of every comparison (written by evaluate-reference)")
+        p.add_argument("--params", type=Path, default=Path("params.yaml"))
+
+    p = sub.add_parser("evaluate-reference", help="score the real test clips (the ground-truth row) and keep "
+                                                  "what every comparison needs (params.yaml: evaluate)")
+    evaluation_inputs(p)
+    p.add_argument("--out", type=Path, default=Path("metrics/generators/ground_truth.json"))
+    p.set_defaults(func=_cmd_evaluate_reference)
+
+    p = sub.add_parser("evaluate", help="every metric of the paper for one trained generator variant")
+    p.add_argument("variant")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    evaluation_inputs(p)
+    p.add_argument("--out", type=Path, required=True, help="the variant's metrics (.json)")
+    p.add_argument("--frames", type=Path, default=None, help="also keep a strip of generated frames (.npz)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("tables", help="Tables 1-3 from the evaluations, with the paper's reported numbers")
+    p.add_argument("--results", type=Path, default=Path("metrics/generators"))
+    p.add_argument("--out", type=Path, default=Path("metrics/tables.json"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_tables)
+
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)
     p.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
@@ -200,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        start = time.perf_counter()
         args.func(args)
+        if args.command in TIMED:
+            record_stage_time(_stage_name(args), time.perf_counter() - start)
     except _user_errors() as err:
         message = err.strerror + f": {err.filename}" if isinstance(err, FileNotFoundError) and err.filename else err
         print(f"opflowtalker {args.command}: error: {message}", file=sys.stderr)

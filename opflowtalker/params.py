@@ -1,7 +1,13 @@
-"""``params.yaml``: the study's parameters, grouped by stage.
+"""``params.yaml``: the study's parameters, grouped by stage, and the profiles that rescale them.
 
 Each stage reads only its own group. Groups are plain mappings here; stages turn the ones they
 use into dataclasses, so a typo in a key fails loudly instead of being ignored.
+
+``profile: <name>`` selects a profile; ``profiles.<name>`` holds only the values that differ from
+the groups written out in the file (the default profile, ``embedded``, changes nothing). The
+profile's values are merged into the groups key by key, so ``profiles.smoke.train_syncnet.steps``
+replaces ``train_syncnet.steps`` and nothing else. Every DVC stage depends on ``profile`` and on
+``profiles.<profile>``, so switching profile reruns what it changes.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ParamsError", "load_params", "from_mapping"]
+__all__ = ["ParamsError", "load_params", "from_mapping", "merge"]
 
 T = TypeVar("T")
 
@@ -30,7 +36,25 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of stage groups")
-    return data
+    profiles = data.pop("profiles", None) or {}
+    profile = data.get("profile")
+    if profile is None:
+        return data
+    if profile not in profiles:
+        raise ParamsError(f"{path}: profile {profile!r} is not one of the profiles it defines "
+                          f"({', '.join(profiles) or 'none'})")
+    return merge(data, profiles[profile] or {})
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, mapping by mapping (other values are replaced)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T:

@@ -49,8 +49,8 @@ def _opflowtalker(config: dict) -> nn.Module:
 
 
 MODEL_FACTORIES: dict[str, Callable[[dict], nn.Module]] = {
-    "SyncNet": lambda config: SyncNet(),
-    "Wav2Lip": lambda config: Wav2Lip(),
+    "SyncNet": lambda config: SyncNet(**config),
+    "Wav2Lip": lambda config: Wav2Lip(**config),
     "OpFlowTalker": _opflowtalker,
 }
 

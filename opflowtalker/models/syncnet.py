@@ -34,30 +34,36 @@ def residual_stage(cin: int, cout: int, kernel_size, stride, padding, n_residual
     return blocks
 
 
-def syncnet_audio_encoder() -> nn.Sequential:
-    """80x16 mel window -> 512x1x1: frequency is reduced 81-fold, time 16-fold."""
+def _scaled(width: float):
+    return lambda n: max(1, round(n * width))
+
+
+def syncnet_audio_encoder(width: float = 1.0) -> nn.Sequential:
+    """80x16 mel window -> 512x1x1 (at width 1): frequency is reduced 81-fold, time 16-fold."""
+    c = _scaled(width)
     return nn.Sequential(
-        *residual_stage(1, 32, 3, 1, 1, n_residual=2),
-        *residual_stage(32, 64, 3, (3, 1), 1, n_residual=2),
-        *residual_stage(64, 128, 3, 3, 1, n_residual=2),
-        *residual_stage(128, 256, 3, (3, 2), 1, n_residual=2),
-        Conv2d(256, 512, 3, 1, 0),
-        Conv2d(512, 512, 1, 1, 0),
+        *residual_stage(1, c(32), 3, 1, 1, n_residual=2),
+        *residual_stage(c(32), c(64), 3, (3, 1), 1, n_residual=2),
+        *residual_stage(c(64), c(128), 3, 3, 1, n_residual=2),
+        *residual_stage(c(128), c(256), 3, (3, 2), 1, n_residual=2),
+        Conv2d(c(256), c(512), 3, 1, 0),
+        Conv2d(c(512), c(512), 1, 1, 0),
     )
 
 
-def syncnet_face_encoder() -> nn.Sequential:
-    """15x48x96 (five RGB lower halves) -> 512x1x1."""
+def syncnet_face_encoder(width: float = 1.0) -> nn.Sequential:
+    """15x48x96 (five RGB lower halves) -> 512x1x1 (at width 1)."""
+    c = _scaled(width)
     return nn.Sequential(
-        Conv2d(3 * SYNC_FRAMES, 32, 7, 1, 3),
+        Conv2d(3 * SYNC_FRAMES, c(32), 7, 1, 3),
         # The (1, 2) stride squares the 48x96 half-face up into 46x47.
-        *residual_stage(32, 64, 5, (1, 2), 1, n_residual=2),
-        *residual_stage(64, 128, 3, 2, 1, n_residual=3),
-        *residual_stage(128, 256, 3, 2, 1, n_residual=2),
-        *residual_stage(256, 512, 3, 2, 1, n_residual=2),
-        Conv2d(512, 512, 3, 2, 1),
-        Conv2d(512, 512, 3, 1, 0),
-        Conv2d(512, 512, 1, 1, 0),
+        *residual_stage(c(32), c(64), 5, (1, 2), 1, n_residual=2),
+        *residual_stage(c(64), c(128), 3, 2, 1, n_residual=3),
+        *residual_stage(c(128), c(256), 3, 2, 1, n_residual=2),
+        *residual_stage(c(256), c(512), 3, 2, 1, n_residual=2),
+        Conv2d(c(512), c(512), 3, 2, 1),
+        Conv2d(c(512), c(512), 3, 1, 0),
+        Conv2d(c(512), c(512), 1, 1, 0),
     )
 
 
@@ -71,12 +77,19 @@ def _flat_embedding(features: torch.Tensor, name: str) -> torch.Tensor:
 
 
 class SyncNet(nn.Module):
-    """Wav2Lip's lip-sync expert (``SyncNet_color``, 16,435,072 parameters)."""
+    """Wav2Lip's lip-sync expert (``SyncNet_color``, 16,435,072 parameters).
 
-    def __init__(self):
+    ``width`` scales the channel counts (1.0 is the published layout, whose checkpoint loads key for
+    key); a narrower expert is what trains in minutes on a CPU.
+    """
+
+    def __init__(self, width: float = 1.0):
         super().__init__()
-        self.face_encoder = syncnet_face_encoder()
-        self.audio_encoder = syncnet_audio_encoder()
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.config = {"width": float(width)}
+        self.face_encoder = syncnet_face_encoder(width)
+        self.audio_encoder = syncnet_audio_encoder(width)
 
     def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``audio`` (B,1,80,16) mel windows and ``faces`` (B,15,48,96) from

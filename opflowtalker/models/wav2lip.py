@@ -17,28 +17,34 @@ from .syncnet import residual_stage
 __all__ = ["Wav2Lip"]
 
 
-def wav2lip_face_encoder() -> nn.ModuleList:
-    """6x96x96 -> features at 96, 48, 24, 12, 6, 3 and 1 pixels (16 to 512 channels)."""
+def _scaled(width: float):
+    return lambda n: max(1, round(n * width))
+
+
+def wav2lip_face_encoder(width: float = 1.0) -> nn.ModuleList:
+    """6x96x96 -> features at 96, 48, 24, 12, 6, 3 and 1 pixels (16 to 512 channels at width 1)."""
+    c = _scaled(width)
     return nn.ModuleList([
-        nn.Sequential(Conv2d(6, 16, 7, 1, 3)),
-        nn.Sequential(*residual_stage(16, 32, 3, 2, 1, n_residual=2)),
-        nn.Sequential(*residual_stage(32, 64, 3, 2, 1, n_residual=3)),
-        nn.Sequential(*residual_stage(64, 128, 3, 2, 1, n_residual=2)),
-        nn.Sequential(*residual_stage(128, 256, 3, 2, 1, n_residual=2)),
-        nn.Sequential(*residual_stage(256, 512, 3, 2, 1, n_residual=1)),
-        nn.Sequential(Conv2d(512, 512, 3, 1, 0), Conv2d(512, 512, 1, 1, 0)),
+        nn.Sequential(Conv2d(6, c(16), 7, 1, 3)),
+        nn.Sequential(*residual_stage(c(16), c(32), 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(c(32), c(64), 3, 2, 1, n_residual=3)),
+        nn.Sequential(*residual_stage(c(64), c(128), 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(c(128), c(256), 3, 2, 1, n_residual=2)),
+        nn.Sequential(*residual_stage(c(256), c(512), 3, 2, 1, n_residual=1)),
+        nn.Sequential(Conv2d(c(512), c(512), 3, 1, 0), Conv2d(c(512), c(512), 1, 1, 0)),
     ])
 
 
-def wav2lip_audio_encoder() -> nn.Sequential:
+def wav2lip_audio_encoder(width: float = 1.0) -> nn.Sequential:
     """80x16 mel window -> 512x1x1 (SyncNet's audio encoder with one residual block fewer)."""
+    c = _scaled(width)
     return nn.Sequential(
-        *residual_stage(1, 32, 3, 1, 1, n_residual=2),
-        *residual_stage(32, 64, 3, (3, 1), 1, n_residual=2),
-        *residual_stage(64, 128, 3, 3, 1, n_residual=2),
-        *residual_stage(128, 256, 3, (3, 2), 1, n_residual=1),
-        Conv2d(256, 512, 3, 1, 0),
-        Conv2d(512, 512, 1, 1, 0),
+        *residual_stage(1, c(32), 3, 1, 1, n_residual=2),
+        *residual_stage(c(32), c(64), 3, (3, 1), 1, n_residual=2),
+        *residual_stage(c(64), c(128), 3, 3, 1, n_residual=2),
+        *residual_stage(c(128), c(256), 3, (3, 2), 1, n_residual=1),
+        Conv2d(c(256), c(512), 3, 1, 0),
+        Conv2d(c(512), c(512), 1, 1, 0),
     )
 
 
@@ -50,29 +56,39 @@ def upsampling_stage(cin: int, cout: int, stride: int, padding: int, output_padd
     return nn.Sequential(*blocks)
 
 
-def wav2lip_face_decoder() -> nn.ModuleList:
+def wav2lip_face_decoder(width: float = 1.0) -> nn.ModuleList:
     """Audio vector -> 64x96x96; each stage's input is the previous output concatenated with the
     face-encoder features of the same scale, hence the odd input widths (1024 = 512 + 512, ...)."""
+    c = _scaled(width)
     return nn.ModuleList([
-        nn.Sequential(Conv2d(512, 512, 1, 1, 0)),
-        upsampling_stage(1024, 512, 1, 0, 0, n_residual=1),  # 1 -> 3
-        upsampling_stage(1024, 512, 2, 1, 1, n_residual=2),  # 3 -> 6
-        upsampling_stage(768, 384, 2, 1, 1, n_residual=2),  # 6 -> 12
-        upsampling_stage(512, 256, 2, 1, 1, n_residual=2),  # 12 -> 24
-        upsampling_stage(320, 128, 2, 1, 1, n_residual=2),  # 24 -> 48
-        upsampling_stage(160, 64, 2, 1, 1, n_residual=2),  # 48 -> 96
+        nn.Sequential(Conv2d(c(512), c(512), 1, 1, 0)),
+        upsampling_stage(c(512) + c(512), c(512), 1, 0, 0, n_residual=1),  # 1 -> 3
+        upsampling_stage(c(512) + c(512), c(512), 2, 1, 1, n_residual=2),  # 3 -> 6
+        upsampling_stage(c(512) + c(256), c(384), 2, 1, 1, n_residual=2),  # 6 -> 12
+        upsampling_stage(c(384) + c(128), c(256), 2, 1, 1, n_residual=2),  # 12 -> 24
+        upsampling_stage(c(256) + c(64), c(128), 2, 1, 1, n_residual=2),  # 24 -> 48
+        upsampling_stage(c(128) + c(32), c(64), 2, 1, 1, n_residual=2),  # 48 -> 96
     ])
 
 
 class Wav2Lip(nn.Module):
-    """Wav2Lip's generator (36,298,035 parameters): mel window + masked/reference faces -> face."""
+    """Wav2Lip's generator (36,298,035 parameters): mel window + masked/reference faces -> face.
 
-    def __init__(self):
+    ``width`` scales every channel count (1.0 is the published model, whose checkpoint loads key
+    for key); a narrower one is the baseline trained with OpFlowTalker's CPU budget.
+    """
+
+    def __init__(self, width: float = 1.0):
         super().__init__()
-        self.face_encoder_blocks = wav2lip_face_encoder()
-        self.audio_encoder = wav2lip_audio_encoder()
-        self.face_decoder_blocks = wav2lip_face_decoder()
-        self.output_block = nn.Sequential(Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, 1, 1, 0), nn.Sigmoid())
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.config = {"width": float(width)}
+        c = _scaled(width)
+        self.face_encoder_blocks = wav2lip_face_encoder(width)
+        self.audio_encoder = wav2lip_audio_encoder(width)
+        self.face_decoder_blocks = wav2lip_face_decoder(width)
+        self.output_block = nn.Sequential(Conv2d(c(64) + c(16), c(32), 3, 1, 1), nn.Conv2d(c(32), 3, 1, 1, 0),
+                                          nn.Sigmoid())
 
     def forward(self, audio: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Single frames: ``audio`` (B,1,80,16), ``faces`` (B,6,96,96) -> (B,3,96,96).

@@ -1,0 +1,223 @@
+"""Generator training: the Wav2Lip baseline, OpFlowTalker and its ablations, with Eq. 8's loss.
+
+    L_total = lambda_1 L_rec + lambda_2 L_sync + lambda_3 L_ofs,   lambda = (1, 0.1, 1)
+
+* L_rec is the L1 distance between the generated and the real window (Wav2Lip's recon loss).
+* L_sync is the frozen expert's -log cos(audio, lower half of the five generated frames)
+  (:func:`opflowtalker.models.syncnet.sync_loss`). Wav2Lip switches it on late (its weight is 0
+  until the expert agrees with the generator often enough); ``sync_start_step`` does that by step.
+* L_ofs is Eq. 7 (:func:`opflowtalker.losses.ofs_loss`): a frozen flow network estimates the flow
+  between generated frames t and t+k, compared with the ground-truth flow over the face and, with
+  weight alpha, over the mouth; ``mouth_start_step`` brings the mouth term in later, as the
+  paper introduces its two terms "at different stages of training".
+* OpFlowTalker's audio augmentation adds its KL term (weight ``kl_weight``) to keep the sampled
+  audio distribution close to N(0, I).
+
+A *variant* is a named set of overrides of :class:`GeneratorTrainParams` (``params.yaml``:
+``generators.variants``): the full model, each module of Table 3d switched off, the flow network of
+Table 3a, the interval of Table 3b, the area of Table 3c. Every variant trains on the same windows in
+the same order with the same number of steps (the seed fixes them), so the rows of a table differ
+only in what the row names.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..flow.train import load_trained_network
+from ..losses import freeze, l1_loss, ofs_loss
+from ..models.checkpoints import load_model_checkpoint
+from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
+from ..models.syncnet import lower_half_window, sync_loss
+from ..models.wav2lip import Wav2Lip
+from ..params import ParamsError, from_mapping
+from .data import GeneratorBatch, generator_batch, load_split
+from .loop import LoopParams, fit
+
+__all__ = ["GeneratorTrainParams", "variant_params", "build_generator", "GeneratorLoss", "train_generator",
+           "OFS_AREAS"]
+
+log = logging.getLogger(__name__)
+
+# Table 3c: which region the OFS loss watches -> alpha of Eq. 7 (0: face only, 1: mouth only).
+OFS_AREAS = {"face": 0.0, "mouth": 1.0, "face+mouth": 0.1}
+
+
+@dataclass(frozen=True)
+class GeneratorTrainParams:
+    model: str = "opflowtalker"  # "opflowtalker" or "wav2lip"
+    width: float = 0.25  # channel scale (1.0: the paper's sizes)
+    image_size: int = 96
+    window: int = 5
+    # OpFlowTalker's modules (Table 3d): False removes one
+    audio_aug: bool = True
+    flow_predictor: bool = True
+    sequential_fusion: bool = True
+    explicit_motion: bool = True
+    # Eq. 8
+    l1_weight: float = 1.0
+    sync_weight: float = 0.1
+    ofs_weight: float = 1.0
+    kl_weight: float = 1e-3
+    sync_start_step: int = 0
+    # Eq. 7
+    flow_network: str = "raft"  # a trained network of models/flow (Table 3a)
+    ofs_interval: int = 1  # Table 3b
+    ofs_area: str = "face+mouth"  # Table 3c
+    ofs_distance: str = "l2"  # Table 6
+    ofs_reduction: str = "mean"  # Table 7
+    mouth_start_step: int = 0
+    flow_size: int = 0  # side the frame pairs are resized to for the flow network (0: as they are;
+    # RAFT and GMA resize anything under 128 px themselves)
+    flow_iters: int = 6
+    # the loop
+    steps: int = 300
+    batch_size: int = 4
+    lr: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    eval_windows: int = 32
+    threads: int = 2
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if self.model not in ("opflowtalker", "wav2lip"):
+            raise ParamsError(f"generator model must be 'opflowtalker' or 'wav2lip', got {self.model!r}")
+        if self.ofs_area not in OFS_AREAS:
+            raise ParamsError(f"ofs_area must be one of {', '.join(OFS_AREAS)}, got {self.ofs_area!r}")
+        if self.ofs_weight > 0 and self.window <= self.ofs_interval:
+            raise ParamsError(f"an OFS interval of {self.ofs_interval} needs windows of more than "
+                              f"{self.ofs_interval} frames, got window {self.window}")
+
+    @property
+    def uses_ofs(self) -> bool:
+        return self.ofs_weight > 0
+
+    def loop(self) -> LoopParams:
+        return LoopParams(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                          checkpoint_every=self.checkpoint_every, log_every=self.log_every,
+                          threads=self.threads, precision=self.precision)
+
+
+def variant_params(group: dict, variant: str) -> GeneratorTrainParams:
+    """The parameters of one variant: ``group['defaults']`` overridden by ``group['variants'][variant]``."""
+    variants = group.get("variants") or {}
+    if variant not in variants:
+        raise ParamsError(f"no generator variant {variant!r}; params.yaml defines {', '.join(variants) or 'none'}")
+    values = {**(group.get("defaults") or {}), **(variants[variant] or {})}
+    values.pop("label", None)
+    values.pop("table", None)
+    return from_mapping(GeneratorTrainParams, values, f"params.yaml: generators.variants.{variant}")
+
+
+def build_generator(params: GeneratorTrainParams) -> nn.Module:
+    if params.model == "wav2lip":
+        if params.image_size != 96:
+            raise ParamsError("the Wav2Lip generator is built for 96-px faces")
+        return Wav2Lip(params.width)
+    config = OpFlowTalkerConfig(image_size=params.image_size, window=params.window, width=params.width,
+                                audio_aug=params.audio_aug, flow_predictor=params.flow_predictor,
+                                sequential_fusion=params.sequential_fusion, explicit_motion=params.explicit_motion)
+    return OpFlowTalker(config)
+
+
+def generate_window(model: nn.Module, audio: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames (B,3,T,H,W), KL term) from either generator."""
+    out = model(audio, faces)
+    if isinstance(out, tuple):
+        frames, extras = out
+        return frames, extras["kl"]
+    return out, out.new_zeros(())
+
+
+@dataclass
+class GeneratorLoss:
+    """Eq. 8 for one batch; the expert and the flow network are frozen and kept outside the
+    generator's module tree (so ``generator.train()`` cannot switch them to training mode)."""
+
+    params: GeneratorTrainParams
+    expert: nn.Module | None
+    flow_net: nn.Module | None
+    terms: list[str] = field(default_factory=list)
+
+    def __call__(self, model: nn.Module, batch: GeneratorBatch, step: int) -> dict[str, torch.Tensor]:
+        p = self.params
+        frames, kl = generate_window(model, batch.audio, batch.faces)
+        frames = frames.float()
+        rec = l1_loss(frames, batch.target)
+        total = p.l1_weight * rec + p.kl_weight * kl.float()
+        terms = {"l1": rec.detach(), "kl": kl.detach().float()}
+        if self.expert is not None:
+            a, v = self.expert(batch.sync_mel, lower_half_window(frames, "BCTHW"))
+            sync = sync_loss(a.float(), v.float())
+            terms["sync"] = sync.detach()
+            if step >= p.sync_start_step and p.sync_weight > 0:
+                total = total + p.sync_weight * sync
+        if self.flow_net is not None:
+            alpha = OFS_AREAS[p.ofs_area] if (step >= p.mouth_start_step or p.ofs_area == "mouth") else 0.0
+            ofs = ofs_loss(frames, batch.flow, batch.valid, batch.mouth, self.flow_net, alpha=alpha,
+                           interval=p.ofs_interval, distance=p.ofs_distance, reduction=p.ofs_reduction,
+                           flow_size=p.flow_size or None,
+                           flow_kwargs={"iters": p.flow_iters} if _takes_iters(self.flow_net) else {})
+            terms["ofs"] = ofs.detach()
+            total = total + p.ofs_weight * ofs
+        terms["loss"] = total
+        return terms
+
+
+def _takes_iters(flow_net: nn.Module) -> bool:
+    from ..flow.raft import RecurrentFlowNetwork
+
+    return isinstance(flow_net, RecurrentFlowNetwork)
+
+
+def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
+    return freeze(module).to(device)
+
+
+def _val_windows(clips, params: GeneratorTrainParams) -> GeneratorBatch:
+    return generator_batch(clips, np.random.default_rng([params.seed, 10**6]), params.eval_windows, params.window,
+                           with_flow=False)
+
+
+def train_generator(variant: str, prepared: str | Path, out: str | Path, params: GeneratorTrainParams,
+                    run_dir: str | Path, expert_path: str | Path | None, flow_dir: str | Path = "models/flow") -> dict:
+    """Train one variant; the checkpoint records its parameters so evaluation can rebuild it."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expert = None
+    if params.sync_weight > 0:
+        if expert_path is None:
+            raise ParamsError("the sync loss needs the SyncNet expert (--expert)")
+        expert = _frozen(load_model_checkpoint(expert_path), device)
+    flow_net = None
+    if params.uses_ofs:
+        flow_net = _frozen(load_trained_network(Path(flow_dir) / f"{params.flow_network}.safetensors"), device)
+    # Windows with room for the OFS interval; every variant draws from the same clips.
+    train = load_split(prepared, "train", with_flow=params.uses_ofs, min_frames=max(params.window, 6))
+    val = load_split(prepared, "val", with_flow=False, min_frames=max(params.window, 6))
+    val_batch = _val_windows(val, params)
+    loss = GeneratorLoss(params, expert, flow_net)
+
+    def sample(rng, size):
+        return generator_batch(train, rng, size, params.window, with_flow=params.uses_ofs)
+
+    def evaluate(model):
+        batch = val_batch.to(next(model.parameters()).device)
+        frames, _ = generate_window(model, batch.audio, batch.faces)
+        scores = {"val_l1": float(l1_loss(frames.float(), batch.target))}
+        if expert is not None:
+            a, v = expert(batch.sync_mel, lower_half_window(frames.float(), "BCTHW"))
+            scores["val_sync"] = float(sync_loss(a, v))
+        return scores
+
+    torch.manual_seed(params.seed)
+    model = build_generator(params)
+    return fit(f"generator-{variant}", model, loss, sample, out, run_dir, params.loop(), evaluate=evaluate,
+               metadata={"variant": variant, "train_params": asdict(params)})
+

@@ -1,0 +1,314 @@
+"""One training loop for every model of the study: checkpoints, resume, DDP, mixed precision, logs.
+
+``fit`` is nanoGPT's loop with the bookkeeping a study needs:
+
+* **Determinism that survives a kill.** The batch of step ``s`` on rank ``r`` is drawn from
+  ``numpy.random.default_rng([seed, s, r])`` and torch's generator is reseeded from the same three
+  numbers before the step, so a step's randomness depends on nothing but its number. Every
+  ``checkpoint_every`` steps the model, the Adam moments and the log are written atomically to
+  ``run_dir/resume.safetensors``; a run that is killed and started again continues from there and
+  ends with the same weights as one that never stopped. The resume file remembers a fingerprint of
+  the parameters and metadata, so a changed configuration starts afresh instead of resuming.
+* **Multi-GPU.** Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1 in the environment) the
+  model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs); each rank draws its own
+  ``batch_size / N`` samples and the gradients are averaged, so N ranks train on the same global batch
+  size as one. Only rank 0 writes files.
+* **Mixed precision** on GPUs: bf16 autocast where the GPU has it, else fp16 with a gradient scaler.
+* **Logs.** The loss terms every ``log_every`` steps go to the returned log (written next to the
+  checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``.
+
+The caller provides what differs between models: the model, ``loss_fn(model, batch, step)``
+returning a dict of scalar tensors whose ``"loss"`` is minimised, and ``sample_batch(rng, step)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..files import write_json_atomic
+from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
+
+__all__ = ["LoopParams", "Distributed", "distributed", "fit", "to_device", "step_seed"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class LoopParams:
+    steps: int
+    batch_size: int  # the global batch: split over the ranks under torchrun
+    lr: float = 1e-4
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate only at the end
+    threads: int = 2  # CPU threads per process
+    precision: str = "auto"  # "auto": bf16/fp16 autocast on CUDA, fp32 on the CPU
+    clip: float = 0.0  # gradient-norm clipping; 0 is off
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("need steps >= 0, batch_size >= 1, checkpoint_every >= 1 and log_every >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed() -> Distributed:
+    """This process's place in a ``torchrun`` job (a job of one without torchrun).
+
+    Joins the process group on first call when ``WORLD_SIZE`` > 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    return Distributed(rank, world, local, device)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one step on one rank (numpy's batch generator uses the same triple)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors, dicts/lists/tuples of them, or objects with a ``to(device)`` method, on ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if callable(getattr(batch, "to", None)):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def _autocast(precision: str, device: torch.device) -> tuple[Any, torch.dtype | None]:
+    """(context factory, dtype) for the forward pass."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext, None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
+
+
+def _fingerprint(name: str, params: LoopParams, metadata: dict) -> str:
+    # What must match for a resume to continue the same run. `steps` may grow (train longer) and
+    # the logging cadence may change without invalidating the run.
+    keyed = {k: v for k, v in asdict(params).items() if k not in ("steps", "checkpoint_every", "log_every", "threads")}
+    text = json.dumps({"name": name, "params": keyed, "metadata": metadata}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, state["param_groups"]
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, history: dict, seconds: float,
+                 fingerprint: str) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    optim_tensors, groups = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    meta = {"step": step, "history": history, "seconds": seconds, "fingerprint": fingerprint,
+            "param_groups": groups, "scaler": scaler.state_dict() if scaler is not None else None}
+    save_safetensors(tensors, path, metadata=meta)
+
+
+def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str) -> tuple[int, dict, float] | None:
+    if not path.is_file():
+        return None
+    try:
+        tensors, meta = load_safetensors(path)
+    except CheckpointError as error:
+        log.warning("ignoring the unreadable resume checkpoint %s (%s)", path, error)
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("%s belongs to another configuration; starting afresh", path)
+        return None
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
+                       meta["param_groups"])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    return int(meta["step"]), meta["history"], float(meta["seconds"])
+
+
+def _live(run_dir: Path, resume: bool):
+    try:
+        from dvclive import Live
+    except ImportError:  # pragma: no cover - dvclive is a dependency; the loop runs without it
+        return None
+    return Live(str(run_dir / "live"), resume=resume, report=None, save_dvc_exp=False, dvcyaml=None)
+
+
+def _mean_over_ranks(values: dict[str, float], dist: Distributed) -> dict[str, float]:
+    if dist.world_size == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=dist.device)
+    torch.distributed.all_reduce(t)
+    return {k: float(v) / dist.world_size for k, v in zip(keys, t.tolist())}
+
+
+def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], dict[str, torch.Tensor]],
+        sample_batch: Callable[[np.random.Generator, int], Any], out: str | Path, run_dir: str | Path,
+        params: LoopParams, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+        metadata: dict | None = None) -> dict:
+    """Train ``model`` for ``params.steps`` steps; write it to ``out`` (safetensors) and its log to
+    ``out`` with suffix ``.json``; return the log.
+
+    ``sample_batch(rng, per_rank_batch_size)`` gives one batch (tensors, or dicts/tuples of them) on
+    the CPU; ``loss_fn(model, batch, step)`` runs on the device under autocast and returns scalar
+    tensors, ``"loss"`` among them. ``evaluate(model)`` (rank 0, eval mode, no grad) returns numbers
+    logged every ``eval_every`` steps and at the end. ``metadata`` is stored in the checkpoint (put
+    what is needed to rebuild the model there) and is part of the resume fingerprint.
+    """
+    out, run_dir = Path(out), Path(run_dir)
+    metadata = dict(metadata or {})
+    dist = distributed()
+    if dist.device.type == "cpu":
+        torch.set_num_threads(params.threads)
+    if params.batch_size % dist.world_size:
+        raise ValueError(f"batch_size {params.batch_size} does not split over {dist.world_size} processes")
+    per_rank = params.batch_size // dist.world_size
+
+    model = model.to(dist.device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999))
+    autocast, amp_dtype = _autocast(params.precision, dist.device)
+    scaler = torch.amp.GradScaler(dist.device.type) if amp_dtype == torch.float16 else None
+    fingerprint = _fingerprint(name, params, metadata)
+    resume_path = run_dir / "resume.safetensors"
+    resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint)
+    start, history, seconds = resumed if resumed else (0, {"step": []}, 0.0)
+    if resumed:
+        log.info("%s: resuming at step %d from %s", name, start, resume_path)
+    train_model: nn.Module = model
+    if dist.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            find_unused_parameters=True)
+    live = _live(run_dir, resume=bool(resumed)) if dist.main else None
+
+    def run_evaluation(step: int) -> None:
+        if evaluate is None or not dist.main:
+            return
+        model.eval()
+        with torch.no_grad():
+            scores = evaluate(model)
+        model.train()
+        history.setdefault("eval", []).append({"step": step, **scores})
+        if live is not None:
+            for key, value in scores.items():
+                live.log_metric(f"eval/{key}", value, plot=True)
+
+    sums: dict[str, float] = {}
+    count = 0
+    clock = time.perf_counter()
+    for step in range(start, params.steps):
+        rng = np.random.default_rng([params.seed, step, dist.rank])
+        torch.manual_seed(step_seed(params.seed, step, dist.rank))
+        batch = to_device(sample_batch(rng, per_rank), dist.device)
+        with autocast():
+            terms = loss_fn(train_model, batch, step)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name}: the loss became {float(loss)} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if params.clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), params.clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach())
+        count += 1
+
+        done = step + 1
+        if done % params.log_every == 0 or done == params.steps:
+            means = _mean_over_ranks({k: v / count for k, v in sums.items()}, dist)
+            history["step"].append(done)
+            for key, value in means.items():
+                history.setdefault(key, []).append(value)
+            if live is not None:
+                live.step = done
+                for key, value in means.items():
+                    live.log_metric(f"train/{key}", value)
+                live.next_step()
+            sums, count = {}, 0
+        if params.eval_every and done % params.eval_every == 0 and done != params.steps:
+            run_evaluation(done)
+        if done % params.checkpoint_every == 0 and done != params.steps and dist.main:
+            now = time.perf_counter()
+            seconds, clock = seconds + now - clock, now
+            _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint)
+
+    if not history.get("eval") or history["eval"][-1]["step"] != params.steps:
+        run_evaluation(params.steps)
+    seconds += time.perf_counter() - clock
+    result = {"name": name, "steps": params.steps, "resumed_from": start, "seconds": seconds,
+              "world_size": dist.world_size, "device": str(dist.device.type),
+              "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
+              "params": asdict(params), "history": history}
+    if dist.main:
+        _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint)
+        save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
+                                                                      "seed": params.seed}})
+        write_json_atomic(out.with_suffix(".json"), result)
+        if live is not None:
+            live.end()
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    return result
