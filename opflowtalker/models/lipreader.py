@@ -1,0 +1,296 @@
+"""The lip reader behind VTCS: mouth crops in, text out, trained with CTC.
+
+The paper's Visual Text Consistency Score (Eq. 9) compares what a lip-reading model reads off a
+generated video (T_gen) and off the real one (T_gt) with what was said (T_speech). No lip-reading
+weights can be had offline, so this is our own visual-only reader in the manner of LipNet
+(Assael et al.) and the sentence-level readers the paper cites ([25], Chung et al. [41]):
+
+* mouth crops: grayscale, centred on the mouth landmarks 48-67 smoothed over time, sized from the
+  eye-to-mouth distance so that a crop covers the same part of every face (:func:`mouth_crops`);
+* a spatio-temporal front end: one 3D convolution (temporal kernel 5, i.e. 0.2 s at 25 fps,
+  the span of a viseme with its coarticulation) that sees motion, not single frames;
+* a small per-frame 2D CNN that reduces each frame to one feature vector;
+* a bidirectional GRU over the frames (the words around a frame disambiguate it);
+* a linear layer to the tokens plus the CTC blank, as per-frame log-probabilities.
+
+Tokens are a configuration choice. ``"characters"`` (A-Z, space, apostrophe) reads any English
+and is what LRS2 needs. ``"words"`` reads a closed vocabulary stored in the config (and so in the
+checkpoint): by default the 51 words of the GRID grammar of the corpus. Words are the default
+because, trained for the same few CPU minutes on the corpus's three training faces, they read the
+held-out face's held-out sentences far better: a word is one CTC label spread over ~8 frames,
+while its spelling is 3-6 labels that the mouth barely distinguishes (visemes), so character
+CTC spends its budget learning to spell. Measured numbers are in ``training/lipreader.py``.
+
+Each clip is standardised (zero mean, unit variance over its frames) inside the model, so the
+reader sees mouth shape and motion rather than the skin tone and lighting of one face, and a
+generated video is read on the same footing as the real one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..corpus.sentences import SLOTS
+
+__all__ = [
+    "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
+    "greedy_decode", "mouth_crops", "read_lips", "load_lipreader",
+]
+
+CHARACTERS = tuple(" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+"""The character tokens (what LRS2 transcripts are written in)."""
+
+GRID_WORDS = tuple(sorted({word.upper() for slot in SLOTS for word in slot}))
+"""The 51 words of the GRID grammar the corpus speaks."""
+
+BLANK = 0
+"""Index of the CTC blank; token i of the vocabulary is class i + 1."""
+
+MOUTH = slice(48, 68)
+EYES = slice(36, 48)
+
+
+class LipReaderError(ValueError):
+    """Input a lip reader cannot read, or a checkpoint that is not one; one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class LipReaderConfig:
+    tokens: str = "words"            # "words" or "characters"
+    vocabulary: tuple[str, ...] = GRID_WORDS  # the word list when tokens == "words"
+    crop_height: int = 32            # mouth crop size fed to the network
+    crop_width: int = 48
+    crop_scale: float = 1.1          # crop width / eye-to-mouth distance (see mouth_crops)
+    front_channels: int = 16         # 3D front end
+    channels: tuple[int, ...] = (32, 64)  # per-frame 2D CNN
+    temporal_kernel: int = 5
+    feature_dim: int = 256
+    hidden: int = 128                # GRU units per direction
+    layers: int = 2
+    dropout: float = 0.2
+    normalize: bool = True           # standardise each clip (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.tokens not in ("words", "characters"):
+            raise LipReaderError(f"tokens must be 'words' or 'characters', not {self.tokens!r}")
+        # JSON metadata gives lists back; the config stays hashable and comparable as tuples.
+        object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.tokens == "words" and (not self.vocabulary or len(set(self.vocabulary)) != len(self.vocabulary)):
+            raise LipReaderError("a word lip reader needs a non-empty vocabulary without repeated words")
+        if self.temporal_kernel % 2 == 0:
+            raise LipReaderError(f"temporal_kernel must be odd to keep frames aligned, not {self.temporal_kernel}")
+        if self.crop_height % 4 or self.crop_width % 4:
+            raise LipReaderError(f"the crop size must be a multiple of 4, not {self.crop_height}x{self.crop_width}")
+
+    @property
+    def token_list(self) -> tuple[str, ...]:
+        return self.vocabulary if self.tokens == "words" else CHARACTERS
+
+    @property
+    def n_classes(self) -> int:
+        """Tokens plus the blank."""
+        return len(self.token_list) + 1
+
+    def encode(self, text: str) -> list[int]:
+        """Class indices of ``text`` (upper-cased; words split on white space)."""
+        text = " ".join(text.upper().split())
+        units = text.split() if self.tokens == "words" else list(text)
+        index = {token: i + 1 for i, token in enumerate(self.token_list)}
+        unknown = sorted({u for u in units if u not in index})
+        if unknown:
+            kind = "word" if self.tokens == "words" else "character"
+            raise LipReaderError(f"the {kind}(s) {', '.join(map(repr, unknown))} of {text!r} are not in the lip reader's tokens")
+        return [index[u] for u in units]
+
+    def decode(self, classes: list[int]) -> str:
+        """Text of a label sequence (no blanks, repeats already collapsed)."""
+        tokens = [self.token_list[c - 1] for c in classes if c != BLANK]
+        return " ".join(tokens) if self.tokens == "words" else " ".join("".join(tokens).split())
+
+
+class LipReader(nn.Module):
+    """Mouth crops (B, T, 1, H, W) in [0, 1] -> per-frame CTC log-probabilities (B, T, V)."""
+
+    def __init__(self, config: LipReaderConfig | None = None):
+        super().__init__()
+        self.config = config = config or LipReaderConfig()
+        c0 = config.front_channels
+        k = config.temporal_kernel
+        self.front = nn.Sequential(
+            nn.Conv3d(1, c0, (k, 5, 5), stride=(1, 2, 2), padding=(k // 2, 2, 2), bias=False),
+            nn.BatchNorm3d(c0),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 2, 2)),
+        )
+        layers: list[nn.Module] = []
+        cin = c0
+        for i, cout in enumerate(config.channels):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            if i < len(config.channels) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.frame_cnn = nn.Sequential(*layers)
+        # The front end quarters the crop and every pooling but the last halves it again.
+        h = config.crop_height // 4 // 2 ** max(len(config.channels) - 1, 0)
+        w = config.crop_width // 4 // 2 ** max(len(config.channels) - 1, 0)
+        if h < 1 or w < 1:
+            raise LipReaderError(f"a {config.crop_height}x{config.crop_width} crop is too small for {len(config.channels)} CNN stages")
+        # Flattening keeps where in the mouth a feature is (lip corners vs. the centre), as LipNet.
+        self.project = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(cin * h * w, config.feature_dim),
+                                     nn.ReLU(inplace=True))
+        self.gru = nn.GRU(config.feature_dim, config.hidden, num_layers=config.layers, batch_first=True,
+                          bidirectional=True, dropout=config.dropout if config.layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(2 * config.hidden, config.n_classes)
+
+    def forward(self, crops: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if crops.ndim != 5 or crops.shape[2] != 1:
+            raise LipReaderError(f"mouth crops must be shaped (B, T, 1, H, W), not {tuple(crops.shape)}")
+        b, t = crops.shape[:2]
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        lengths = lengths.to("cpu", torch.long)
+        valid = (torch.arange(t)[None, :] < lengths[:, None]).to(crops.device)  # (B, T)
+        x = crops
+        if self.config.normalize:
+            x = _standardise(x, valid)
+        x = x * valid[:, :, None, None, None]
+        x = self.front(x.transpose(1, 2))                        # (B, C, T, H/4, W/4)
+        x = x.transpose(1, 2).flatten(0, 1)                      # (B*T, C, h, w)
+        x = self.project(self.frame_cnn(x)).view(b, t, -1)       # (B, T, F)
+        # Packing keeps the backward direction from starting in the padding of shorter clips.
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        x, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=t)
+        logits = self.classifier(self.dropout(x))
+        # CTC is computed in float32 whatever precision the rest runs in.
+        return F.log_softmax(logits.float(), dim=-1)
+
+
+def _standardise(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each clip to zero mean and unit variance over its valid frames."""
+    weight = valid[:, :, None, None, None].to(x.dtype)
+    count = weight.sum(dim=(1, 2, 3, 4), keepdim=True) * x.shape[2] * x.shape[3] * x.shape[4]
+    mean = (x * weight).sum(dim=(1, 2, 3, 4), keepdim=True) / count
+    var = (((x - mean) * weight) ** 2).sum(dim=(1, 2, 3, 4), keepdim=True) / count
+    return (x - mean) / (var + 1e-6).sqrt()
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
+                  config: LipReaderConfig | None = None) -> list[str]:
+    """Best-path CTC decoding of (B, T, V) log-probabilities: the most likely class per frame,
+    repeats collapsed, then blanks dropped ("a a _ a b b" -> "a a b"), as text of ``config``'s
+    tokens (the default config when None)."""
+    config = config or LipReaderConfig()
+    if log_probs.ndim != 3 or log_probs.shape[-1] != config.n_classes:
+        raise LipReaderError(f"log-probabilities must be shaped (B, T, {config.n_classes}), not {tuple(log_probs.shape)}")
+    best = log_probs.argmax(dim=-1).cpu().numpy()
+    lengths = np.full(len(best), best.shape[1]) if lengths is None else lengths.cpu().numpy()
+    texts = []
+    for path, n in zip(best, lengths):
+        path = path[: int(n)]
+        keep = np.ones(len(path), dtype=bool)
+        keep[1:] = path[1:] != path[:-1]
+        texts.append(config.decode([int(c) for c in path[keep] if c != BLANK]))
+    return texts
+
+
+def _fill_missing(centres: np.ndarray) -> np.ndarray:
+    """Rows with non-finite values (frames without landmarks) interpolated from their neighbours."""
+    ok = np.isfinite(centres).all(axis=1)
+    if ok.all():
+        return centres
+    if not ok.any():
+        raise LipReaderError("no frame of the clip has finite mouth landmarks")
+    t = np.arange(len(centres))
+    return np.stack([np.interp(t, t[ok], centres[ok, i]) for i in range(centres.shape[1])], axis=1)
+
+
+def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along time, edges extended, so a short clip is not pulled to zero."""
+    if sigma <= 0 or len(values) < 2:
+        return values
+    radius = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(values, ((radius, radius), (0, 0)), mode="edge")
+    return np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(values.shape[1])], axis=1)
+
+
+def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (32, 48),
+                width_scale: float = 1.1, sigma: float = 2.0) -> np.ndarray:
+    """(T, h, w) float32 grayscale mouth crops in [0, 1] from (T, S, S, 3) uint8 face crops.
+
+    The crop is centred on the mean of the mouth landmarks 48-67, smoothed over time with a
+    Gaussian of ``sigma`` frames so that the window does not jitter with the lips it frames. Its
+    width is ``width_scale`` times the clip's median eye-to-mouth distance (a mouth is about 0.8
+    of it wide, so it keeps a margin when the lips spread), the same for every frame, and its
+    height follows the output's aspect ratio. For generated frames pass the landmarks of the
+    real frames they replace: the crop then covers the same part of both.
+    """
+    faces = np.asarray(faces)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if faces.ndim != 4 or faces.shape[-1] != 3 or faces.dtype != np.uint8:
+        raise LipReaderError(f"faces must be (T, H, W, 3) uint8, not {faces.dtype} shaped {faces.shape}")
+    if landmarks.shape != (len(faces), 68, 2):
+        raise LipReaderError(f"landmarks must be shaped ({len(faces)}, 68, 2) for {len(faces)} frames, not {landmarks.shape}")
+    if len(faces) == 0:
+        raise LipReaderError("the clip has no frames")
+    h, w = size
+    mouth = _fill_missing(landmarks[:, MOUTH].mean(axis=1))
+    eyes = _fill_missing(landmarks[:, EYES].mean(axis=1))
+    centres = _smooth(mouth, sigma)
+    crop_w = width_scale * float(np.median(np.linalg.norm(mouth - eyes, axis=1)))
+    if not crop_w > 0:
+        raise LipReaderError("the mouth and eye landmarks coincide, so no crop size follows from them")
+    scale = w / crop_w
+    # Shrinking a large face (256 px) with bilinear sampling alone would alias; blur first.
+    blur = 0.5 * np.sqrt(max(0.0, 1.0 / scale**2 - 1.0))
+    out = np.empty((len(faces), h, w), dtype=np.float32)
+    for i, (face, (cx, cy)) in enumerate(zip(faces, centres)):
+        gray = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY)
+        if blur > 0.3:
+            gray = cv2.GaussianBlur(gray, (0, 0), blur)
+        # Output pixel centre (w-1)/2 lands on the (smoothed) mouth centre.
+        matrix = np.array([[scale, 0.0, (w - 1) / 2 - scale * cx], [0.0, scale, (h - 1) / 2 - scale * cy]])
+        out[i] = cv2.warpAffine(gray, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out / np.float32(255.0)
+
+
+@torch.no_grad()
+def read_lips(model: LipReader, faces: np.ndarray, landmarks: np.ndarray) -> str:
+    """What ``model`` reads off one clip of (T, S, S, 3) uint8 face crops with their landmarks."""
+    config = model.config
+    crops = mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width), width_scale=config.crop_scale)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        log_probs = model(torch.from_numpy(crops)[None, :, None].to(device))
+    finally:
+        model.train(was_training)
+    return greedy_decode(log_probs, config=config)[0]
+
+
+def load_lipreader(path: str | os.PathLike) -> LipReader:
+    """An eval-mode lip reader from a safetensors checkpoint written with its config as metadata."""
+    from .checkpoints import CheckpointError, load_safetensors, load_state_dict_strict
+
+    state_dict, metadata = load_safetensors(path)
+    if metadata.get("model") != "LipReader":
+        raise CheckpointError(f"{path} holds a model named {metadata.get('model')!r}, not a LipReader")
+    config = metadata.get("config") or {}
+    known = LipReaderConfig.__dataclass_fields__
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise CheckpointError(f"{path} has lip-reader settings this version does not know: {', '.join(unknown)}")
+    return load_state_dict_strict(LipReader(LipReaderConfig(**config)), state_dict, "lip reader", Path(path))
+

@@ -1,0 +1,270 @@
+"""The VTCS lip reader: mouth crops, CTC decoding, training, checkpoints."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from opflowtalker.models.checkpoints import CheckpointError, save_safetensors
+from opflowtalker.models.lipreader import (CHARACTERS, GRID_WORDS, LipReader, LipReaderConfig, LipReaderError,
+                                           greedy_decode, load_lipreader, mouth_crops, read_lips)
+from opflowtalker.training.lipreader import (LipReaderTrainParams, LipReadingClips, chance_level,
+                                             evaluate_lipreader, lipreader_loss, load_lipreading_clips,
+                                             sample_lipreader_batch, train_lipreader)
+
+TINY = dict(crop_height=16, crop_width=24, front_channels=4, channels=(8,), feature_dim=16, hidden=8, layers=1,
+            dropout=0.0)
+WORDS = ("BIN", "BLUE", "RED", "NOW")
+
+
+def tiny_config(**kw) -> LipReaderConfig:
+    return LipReaderConfig(**{**TINY, "vocabulary": WORDS, **kw})
+
+
+def one_hot_log_probs(classes: list[int], n_classes: int) -> torch.Tensor:
+    """(1, T, V) log-probabilities whose best class at frame t is classes[t]."""
+    logits = torch.full((len(classes), n_classes), -5.0)
+    logits[torch.arange(len(classes)), torch.tensor(classes)] = 5.0
+    return torch.log_softmax(logits, dim=-1)[None]
+
+
+def synthetic_face(centre=(60.0, 70.0), eye_y=30.0, square=10, size=96):
+    """A dark face crop with a bright square at the mouth and 68 landmarks: the mouth points on an
+    ellipse around ``centre``, the eyes on a line ``eye_y``, the rest at the centre."""
+    cx, cy = centre
+    image = np.full((size, size, 3), 20, dtype=np.uint8)
+    half = square // 2
+    image[int(cy) - half: int(cy) + half, int(cx) - half: int(cx) + half] = 230
+    landmarks = np.tile(np.array([[size / 2, size / 2]], dtype=np.float32), (68, 1))
+    angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    landmarks[48:68] = np.stack([cx + 12 * np.cos(angles), cy + 5 * np.sin(angles)], axis=1)
+    landmarks[36:48] = np.stack([np.linspace(cx - 20, cx + 20, 12), np.full(12, eye_y)], axis=1)
+    return image, landmarks
+
+
+# --- the model ---
+
+def test_lip_reader_gives_per_frame_log_probabilities_over_tokens_and_blank():
+    for tokens, n in (("words", len(WORDS) + 1), ("characters", len(CHARACTERS) + 1)):
+        model = LipReader(tiny_config(tokens=tokens)).eval()
+        out = model(torch.rand(2, 7, 1, 16, 24))
+        assert out.shape == (2, 7, n)
+        assert torch.allclose(out.exp().sum(-1), torch.ones(2, 7), atol=1e-5)
+
+
+def test_default_reader_reads_the_51_grid_words():
+    config = LipReaderConfig()
+    assert len(GRID_WORDS) == 51 and config.tokens == "words" and config.n_classes == 52
+    assert config.decode(config.encode("place blue  with y five please")) == "PLACE BLUE WITH Y FIVE PLEASE"
+
+
+def test_padding_a_shorter_clip_does_not_change_what_is_read_from_it():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config()).eval()
+    crops = torch.rand(2, 9, 1, 16, 24)
+    batched = model(crops, torch.tensor([6, 9]))
+    alone = model(crops[:1, :6])
+    assert torch.allclose(batched[0, :6], alone[0], atol=1e-5)
+
+
+def test_standardising_each_clip_makes_the_reader_blind_to_brightness_and_contrast():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config()).eval()
+    crops = torch.rand(1, 8, 1, 16, 24) * 0.5
+    assert torch.allclose(model(crops), model(0.2 + 1.5 * crops), atol=1e-4)
+
+
+def test_bad_inputs_and_configs_are_one_sentence_errors():
+    with pytest.raises(LipReaderError):
+        LipReaderConfig(tokens="phonemes")
+    with pytest.raises(LipReaderError):
+        LipReaderConfig(vocabulary=("A", "A"))
+    with pytest.raises(LipReaderError, match="not in the lip reader's tokens"):
+        tiny_config().encode("BIN GREEN NOW")
+    with pytest.raises(LipReaderError, match=r"\(B, T, 1, H, W\)"):
+        LipReader(tiny_config())(torch.rand(2, 7, 16, 24))
+
+
+# --- CTC decoding ---
+
+def test_greedy_decoding_collapses_repeats_then_drops_blanks():
+    config = tiny_config()  # classes: 0 blank, 1 BIN, 2 BLUE, 3 RED, 4 NOW
+    # BIN BIN | blank | BIN | BLUE BLUE | blank blank | NOW: a blank separates the two BINs.
+    log_probs = one_hot_log_probs([1, 1, 0, 1, 2, 2, 0, 0, 4], config.n_classes)
+    assert greedy_decode(log_probs, config=config) == ["BIN BIN BLUE NOW"]
+    # Only the first `length` frames count.
+    assert greedy_decode(log_probs, torch.tensor([5]), config) == ["BIN BIN BLUE"]
+    assert greedy_decode(one_hot_log_probs([0, 0, 0], config.n_classes), config=config) == [""]
+
+
+def test_greedy_decoding_spells_characters_and_keeps_double_letters_split_by_a_blank():
+    config = tiny_config(tokens="characters")
+    c = {ch: i + 1 for i, ch in enumerate(CHARACTERS)}
+    frames = [c["S"], c["E"], c["E"], 0, c["E"], c[" "], c[" "], 0, c["A"], c["'"], 0, 0, c[" "]]
+    assert greedy_decode(one_hot_log_probs(frames, config.n_classes), config=config) == ["SEE A'"]
+
+
+# --- mouth crops ---
+
+def test_mouth_crop_is_centred_on_the_mouth_landmarks_and_sized_by_the_eye_to_mouth_distance():
+    image, landmarks = synthetic_face(centre=(60.0, 70.0), eye_y=30.0, square=10)
+    crops = mouth_crops(np.stack([image] * 3), np.stack([landmarks] * 3), size=(32, 48), width_scale=1.1)
+    assert crops.shape == (3, 32, 48) and crops.dtype == np.float32
+    assert 0.0 <= crops.min() and crops.max() <= 1.0
+    bright = crops[0] > 0.5
+    ys, xs = np.nonzero(bright)
+    # The square spans pixels 55..64 x 65..74, centred on (59.5, 69.5): half a pixel off the
+    # landmark centre (60, 70) at a scale of 48 / (1.1 * 40).
+    scale = 48 / (1.1 * 40.0)
+    assert xs.mean() == pytest.approx(23.5 - 0.5 * scale, abs=0.3)
+    assert ys.mean() == pytest.approx(15.5 - 0.5 * scale, abs=0.3)
+    assert xs.max() - xs.min() + 1 == pytest.approx(10 * scale, abs=1.5)
+
+
+def test_mouth_crop_is_smoothed_over_time_and_bridges_frames_without_landmarks():
+    image, landmarks = synthetic_face()
+    frames = np.stack([image] * 9)
+    jittered = np.stack([landmarks] * 9)
+    jittered[:, 48:68, 0] += np.array([2.0, -2.0] * 4 + [2.0])[:, None]  # lips jitter 4 px frame to frame
+    steady = mouth_crops(frames, np.stack([landmarks] * 9))
+    smoothed = mouth_crops(frames, jittered, sigma=2.0)
+    raw = mouth_crops(frames, jittered, sigma=0.0)
+    middle = slice(3, 6)
+    assert np.abs(smoothed[middle] - steady[middle]).max() < 0.25 * np.abs(raw[middle] - steady[middle]).max()
+    missing = np.stack([landmarks] * 9)
+    missing[4] = np.nan
+    assert np.allclose(mouth_crops(frames, missing), steady, atol=1e-6)
+    with pytest.raises(LipReaderError, match="uint8"):
+        mouth_crops(frames.astype(np.float32), missing)
+
+
+# --- training ---
+
+def fixed_data(n: int = 4, length: int = 12) -> LipReadingClips:
+    rng = np.random.default_rng(0)
+    texts = ["BIN BLUE NOW", "RED NOW", "BIN RED", "BLUE BLUE NOW"][:n]
+    return LipReadingClips([f"s/{i}" for i in range(n)], [rng.random((length, 16, 24), dtype=np.float32) for _ in range(n)],
+                           texts)
+
+
+def test_batches_are_padded_clips_with_their_word_indices():
+    data, config = fixed_data(), tiny_config()
+    batch = sample_lipreader_batch(data, np.random.default_rng(1), 3, config, flip=0.0, shift=0, speed=0.0)
+    assert batch["crops"].shape == (3, 12, 1, 16, 24)
+    assert batch["lengths"].tolist() == [12, 12, 12]
+    for row, length in zip(batch["targets"], batch["target_lengths"]):
+        text = config.decode(row[:length].tolist())
+        assert text in data.transcripts and row[length:].eq(0).all()
+    mirrored = sample_lipreader_batch(data, np.random.default_rng(1), 3, config, flip=1.0, shift=0, speed=0.0)
+    assert torch.equal(mirrored["crops"], batch["crops"].flip(-1))
+    faster = sample_lipreader_batch(data, np.random.default_rng(2), 8, config, flip=0.0, shift=0, speed=0.3)
+    assert set(faster["lengths"].tolist()) - {12} and all(9 <= n <= 18 for n in faster["lengths"].tolist())
+
+
+def test_a_few_steps_of_training_reduce_the_ctc_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = LipReader(config)
+    batch = sample_lipreader_batch(fixed_data(), np.random.default_rng(0), 4, config, flip=0.0, shift=0, speed=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(40):
+        terms = lipreader_loss(model, batch, step)
+        assert set(terms) == {"loss", "blank_frames"}
+        optimizer.zero_grad()
+        terms["loss"].backward()
+        optimizer.step()
+        losses.append(float(terms["loss"].detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+class ScriptedReader(nn.Module):
+    """Reads "BIN RED" off every clip, whatever it shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = tiny_config()
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, crops, lengths=None):
+        said = [1, 1, 0, 3] + [0] * (crops.shape[1] - 4)  # BIN, blank, RED, then blanks
+        return one_hot_log_probs(said, self.config.n_classes).expand(crops.shape[0], -1, -1) + self.weight
+
+
+def test_evaluation_scores_greedy_readings_by_word_and_character_error_rate():
+    data = LipReadingClips(["a/0", "a/1"], [np.zeros((6, 16, 24), np.float32)] * 2, ["BIN RED", "BIN BLUE NOW"])
+    scores = evaluate_lipreader(ScriptedReader(), data)
+    # "BIN BLUE NOW" read as "BIN RED": one substitution and one deletion in 2 + 3 words.
+    assert scores["wer"] == pytest.approx(2 / 5)
+    assert scores["n"] == 2 and scores["sentence_accuracy"] == 0.5
+    # Characters: 7 + 12 in the references. "BIN BLUE NOW" -> "BIN RED" keeps "BIN " and the E of
+    # BLUE: "BLU" -> "R" (1 substitution, 2 deletions), " NOW" -> "D" (1 substitution, 3 deletions).
+    assert scores["cer"] == pytest.approx(7 / 19)
+
+
+def test_chance_level_answers_the_commonest_word_of_each_position():
+    chance = chance_level(["A B", "A C", "D C"], ["A C", "D B"], samples=5)
+    assert chance["majority_sentence"] == "A C"
+    assert chance["majority_wer"] == pytest.approx(2 / 4)
+    assert chance["majority_cer"] == pytest.approx(2 / 6)
+    assert 0.0 < chance["random_wer"] <= 1.0
+
+
+# --- checkpoints and the whole stage ---
+
+def test_saved_lip_reader_loads_and_reads_the_same(tmp_path):
+    torch.manual_seed(0)
+    model = LipReader(tiny_config()).eval()
+    path = save_safetensors(model, tmp_path / "lipreader.safetensors")
+    loaded = load_lipreader(path)
+    assert loaded.config == model.config
+    crops = torch.rand(2, 7, 1, 16, 24)
+    assert torch.equal(loaded(crops), model(crops))
+    save_safetensors(nn.Linear(2, 2), tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="not a LipReader"):
+        load_lipreader(tmp_path / "other.safetensors")
+
+
+def write_tiny_dataset(root: Path) -> tuple[Path, Path]:
+    """A prepared folder and a corpus-layout transcript tree: 3 train, 1 val, 1 test clip."""
+    prepared, corpus = root / "prepared", root / "corpus"
+    image, landmarks = synthetic_face()
+    rng = np.random.default_rng(0)
+    splits = {"train": ["p/0", "p/1", "p/2"], "val": ["p/3"], "test": ["q/0"]}
+    texts = ["BIN BLUE NOW", "BIN RED NOW", "BIN RED", "BIN NOW", "BLUE RED"]
+    for (split, keys), offset in zip(splits.items(), (0, 3, 4)):
+        for i, key in enumerate(keys):
+            faces = np.clip(image[None] + rng.integers(0, 30, (10, 96, 96, 3)), 0, 255).astype(np.uint8)
+            (prepared / key).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(prepared / f"{key}.npz", faces=faces, landmarks=np.stack([landmarks] * 10),
+                     face_found=np.ones(10, bool))
+            (corpus / key).parent.mkdir(parents=True, exist_ok=True)
+            (corpus / f"{key}.mp4").touch()
+            (corpus / f"{key}.txt").write_text(f"Text:  {texts[offset + i]}\n")
+        (prepared / f"{split}.txt").write_text("\n".join(keys) + "\n")
+        (corpus / f"{split}.txt").write_text("\n".join(keys) + "\n")
+    return prepared, corpus
+
+
+def test_training_stage_writes_a_checkpoint_that_reads_test_clips(tmp_path):
+    prepared, corpus = write_tiny_dataset(tmp_path)
+    params = LipReaderTrainParams(steps=3, batch_size=2, **{k: v for k, v in TINY.items() if k != "feature_dim"},
+                                  checkpoint_every=2, log_every=1, eval_every=2)
+    out = tmp_path / "lipreader.safetensors"
+    log = train_lipreader(prepared, corpus, out, params, run_dir=tmp_path / "run")
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert log["test"]["n"] == 1 and 0.0 <= log["test"]["cer"]
+    assert log["history"]["step"] == [1, 2, 3] and [e["step"] for e in log["history"]["eval"]] == [2, 3]
+    assert log["chance"]["majority_sentence"] == "BIN RED NOW"
+    # The corpus speaks GRID words, so the checkpoint keeps GRID's vocabulary.
+    model = load_lipreader(out)
+    assert model.config.vocabulary == GRID_WORDS
+    data = np.load(prepared / "q/0.npz")
+    read = read_lips(model, data["faces"], data["landmarks"])
+    assert set(read.split()) <= set(GRID_WORDS)
+    clips = load_lipreading_clips(prepared, corpus, "test", model.config)
+    assert clips.transcripts == ["BLUE RED"] and clips.crops[0].shape == (10, 16, 24)
