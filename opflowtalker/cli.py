@@ -186,7 +186,7 @@ def _cmd_train_lipreader(args: argparse.Namespace) -> None:
     log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
                           args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"))
     print(f"lipreader: {log['steps']} steps in {log['seconds']:.0f} s; test WER {log['test']['wer']:.3f} "
-          f"(chance {log['chance']['wer']:.3f}), CER {log['test']['cer']:.3f}")
+          f"(chance: {log['chance']['majority_wer']:.3f} always saying the commonest words), CER {log['test']['cer']:.3f}")
 
 
 def _eval_params(params: dict):

@@ -18,7 +18,8 @@
   checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``.
 
 The caller provides what differs between models: the model, ``loss_fn(model, batch, step)``
-returning a dict of scalar tensors whose ``"loss"`` is minimised, and ``sample_batch(rng, step)``.
+returning a dict of scalar tensors whose ``"loss"`` is minimised, and ``sample_batch(rng, n)``
+drawing ``n`` samples from the step's generator ``rng``.
 """
 from __future__ import annotations
 
@@ -151,16 +152,18 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 
 
 def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, history: dict, seconds: float,
-                 fingerprint: str) -> None:
+                 fingerprint: str, pending: dict) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     meta = {"step": step, "history": history, "seconds": seconds, "fingerprint": fingerprint,
-            "param_groups": groups, "scaler": scaler.state_dict() if scaler is not None else None}
+            "param_groups": groups, "scaler": scaler.state_dict() if scaler is not None else None,
+            "pending": pending}
     save_safetensors(tensors, path, metadata=meta)
 
 
-def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str) -> tuple[int, dict, float] | None:
+def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str
+                 ) -> tuple[int, dict, float, dict] | None:
     if not path.is_file():
         return None
     try:
@@ -176,15 +179,19 @@ def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: s
                        meta["param_groups"])
     if scaler is not None and meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
-    return int(meta["step"]), meta["history"], float(meta["seconds"])
+    # The loss sums of the steps since the last log point, so the next logged mean is unchanged.
+    pending = meta.get("pending") or {"sums": {}, "count": 0}
+    return int(meta["step"]), meta["history"], float(meta["seconds"]), pending
 
 
 def _live(run_dir: Path, resume: bool):
+    from dvclive import Live
+
     try:
-        from dvclive import Live
-    except ImportError:  # pragma: no cover - dvclive is a dependency; the loop runs without it
-        return None
-    return Live(str(run_dir / "live"), resume=resume, report=None, save_dvc_exp=False, dvcyaml=None)
+        return Live(str(run_dir / "live"), resume=resume, report=None, save_dvc_exp=False, dvcyaml=None)
+    except Exception as error:  # dvclive inspects the git/DVC repository around it and can refuse
+        log.warning("dvclive logging is off: %s", error)  # (e.g. a repository without commits);
+        return None  # the JSON log beside the checkpoint is written either way
 
 
 def _mean_over_ranks(values: dict[str, float], dist: Distributed) -> dict[str, float]:
@@ -223,9 +230,16 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     autocast, amp_dtype = _autocast(params.precision, dist.device)
     scaler = torch.amp.GradScaler(dist.device.type) if amp_dtype == torch.float16 else None
     fingerprint = _fingerprint(name, params, metadata)
+    _fresh_state = {k: v.clone() for k, v in model.state_dict().items()}
     resume_path = run_dir / "resume.safetensors"
     resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint)
-    start, history, seconds = resumed if resumed else (0, {"step": []}, 0.0)
+    if resumed and resumed[0] > params.steps:
+        log.warning("%s holds %d steps, more than the %d asked for; starting afresh", resume_path, resumed[0],
+                    params.steps)
+        model.load_state_dict(_fresh_state)
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999))
+        resumed = None
+    start, history, seconds, pending = resumed if resumed else (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
     if resumed:
         log.info("%s: resuming at step %d from %s", name, start, resume_path)
     train_model: nn.Module = model
@@ -247,8 +261,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
             for key, value in scores.items():
                 live.log_metric(f"eval/{key}", value, plot=True)
 
-    sums: dict[str, float] = {}
-    count = 0
+    sums: dict[str, float] = dict(pending["sums"])
+    count = int(pending["count"])
     clock = time.perf_counter()
     for step in range(start, params.steps):
         rng = np.random.default_rng([params.seed, step, dist.rank])
@@ -258,7 +272,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
             terms = loss_fn(train_model, batch, step)
         loss = terms["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name}: the loss became {float(loss)} at step {step}")
+            raise FloatingPointError(f"{name}: the loss became {loss.detach().item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -293,7 +307,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
         if done % params.checkpoint_every == 0 and done != params.steps and dist.main:
             now = time.perf_counter()
             seconds, clock = seconds + now - clock, now
-            _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint)
+            _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint,
+                         {"sums": sums, "count": count})
 
     if not history.get("eval") or history["eval"][-1]["step"] != params.steps:
         run_evaluation(params.steps)
@@ -303,7 +318,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
               "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
               "params": asdict(params), "history": history}
     if dist.main:
-        _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint)
+        _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
+                     {"sums": {}, "count": 0})
         save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
                                                                       "seed": params.seed}})
         write_json_atomic(out.with_suffix(".json"), result)
