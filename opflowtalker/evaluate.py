@@ -65,14 +65,16 @@ class EvalParams:
 
 def reference_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
     """(target start, reference start) of the windows covering ``n_frames`` frames: windows laid
-    end to end, the last moved back to end at the last frame; references half the clip away."""
+    end to end, the last moved back to end at the last frame; each reference half the clip (and at
+    least one window) later, or as far earlier where that would run past the end."""
     if n_frames < window:
         raise ValueError(f"a clip of {n_frames} frames is shorter than one window of {window}")
     starts = list(range(0, n_frames - window + 1, window))
     if starts[-1] + window < n_frames:
         starts.append(n_frames - window)
-    span = n_frames - window + 1
-    return [(s, (s + n_frames // 2) % span) for s in starts]
+    gap = max(window, n_frames // 2)
+    last = n_frames - window
+    return [(s, s + gap if s + gap <= last else max(0, s - gap)) for s in starts]
 
 
 @torch.no_grad()

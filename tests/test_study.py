@@ -1,0 +1,178 @@
+"""The study's plumbing: profiles, generator variants and Eq. 8, the evaluation protocol, the tables."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from opflowtalker.cli import main
+from opflowtalker.evaluate import generate_clip, reference_windows
+from opflowtalker.losses import OFS_ALPHA
+from opflowtalker.params import ParamsError, load_params, merge
+from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
+from opflowtalker.training.data import PreparedClip, generator_batch
+from opflowtalker.training.generator import OFS_AREAS, GeneratorLoss, build_generator, variant_params
+
+from conftest import ROOT
+
+torch.set_num_threads(1)
+
+
+def test_a_profile_changes_only_the_values_it_names(tmp_path):
+    params = {"profile": "small", "train": {"steps": 100, "lr": 0.1, "sizes": {"a": 1, "b": 2}},
+              "profiles": {"big": {}, "small": {"train": {"steps": 3, "sizes": {"b": 5}}}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    loaded = load_params(path)
+    assert loaded["train"] == {"steps": 3, "lr": 0.1, "sizes": {"a": 1, "b": 5}}
+    assert "profiles" not in loaded and loaded["profile"] == "small"
+    params["profile"] = "huge"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="profile 'huge' is not one of"):
+        load_params(path)
+    assert merge({"a": {"b": 1}}, {"a": 2}) == {"a": 2}
+
+
+def test_the_project_profiles_are_complete_and_every_variant_is_valid():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw["profile"] == "embedded" and set(raw["profiles"]) >= {"embedded", "smoke", "paper"}
+    for profile in raw["profiles"]:
+        params = load_params_for(raw, profile)
+        for variant in params["generators"]["variants"]:
+            variant_params(params["generators"], variant)  # raises on a bad key or combination
+    paper = load_params_for(raw, "paper")
+    assert paper["generators"]["defaults"]["width"] == 1.0 and paper["generators"]["defaults"]["batch_size"] == 256
+
+
+def load_params_for(raw: dict, profile: str) -> dict:
+    return merge({k: v for k, v in raw.items() if k != "profiles"}, raw["profiles"][profile] or {})
+
+
+def test_every_stage_of_the_pipeline_depends_on_the_profile():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        if "params" in body:
+            assert "profile" in body["params"] and "profiles.${profile}" in body["params"], name
+
+
+def _clip(n: int = 12, size: int = 96, seed: int = 0) -> PreparedClip:
+    rng = np.random.default_rng(seed)
+    landmarks = np.tile(np.array([[48.0, 60.0]]), (n, 68, 1)) + rng.normal(0, 4, (n, 68, 2))
+    return PreparedClip(key=f"id/{seed:05d}", faces=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                        mels=rng.normal(size=(n, 80, 16)).astype(np.float32), landmarks=landmarks.astype(np.float32),
+                        fps=25.0, mel=rng.normal(size=(80, 16 + 3 * n)).astype(np.float32),
+                        flow=rng.normal(size=(n - 1, size, size, 2)).astype(np.float16),
+                        valid=np.ones((n - 1, size, size), bool))
+
+
+def _params(**overrides):
+    group = {"defaults": {"width": 0.0625, "steps": 1, "batch_size": 2}, "variants": {"v": overrides}}
+    return variant_params(group, "v")
+
+
+def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
+    batch = generator_batch([_clip()], np.random.default_rng(0), 2, 5)
+
+    class FlowByDifference(torch.nn.Module):
+        """A differentiable stand-in: the flow is the mean colour change, in both components."""
+
+        def forward(self, a, b):
+            return ((b - a).mean(dim=1, keepdim=True) / 255.0).expand(-1, 2, -1, -1)
+
+    flow_net = FlowByDifference().eval()
+    params = _params()
+    model = build_generator(params)
+    terms = GeneratorLoss(params, expert=None, flow_net=flow_net)(model, batch, step=0)
+    assert set(terms) == {"l1", "kl", "ofs", "loss"}
+    expected = params.l1_weight * terms["l1"] + params.kl_weight * terms["kl"] + params.ofs_weight * terms["ofs"]
+    assert torch.allclose(terms["loss"], expected)
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+    baseline = _params(model="wav2lip", ofs_weight=0.0)
+    assert not baseline.uses_ofs
+    wav2lip = build_generator(baseline)
+    assert type(wav2lip).__name__ == "Wav2Lip" and wav2lip.config == {"width": 0.0625}
+    assert set(GeneratorLoss(baseline, None, None)(wav2lip, batch, 0)) == {"l1", "kl", "loss"}
+
+
+def test_ofs_area_rows_set_alpha_of_eq7():
+    assert OFS_AREAS == {"face": 0.0, "mouth": 1.0, "face+mouth": OFS_ALPHA}
+    with pytest.raises(ParamsError, match="needs windows of more than 5"):
+        _params(ofs_interval=5)
+    with pytest.raises(ParamsError, match="unknown parameter"):
+        _params(widht=1.0)
+
+
+def test_evaluation_windows_cover_every_frame_with_references_half_a_clip_away():
+    for n in (5, 6, 12, 13, 51):
+        pairs = reference_windows(n, 5)
+        covered = np.zeros(n, bool)
+        for start, ref in pairs:
+            covered[start : start + 5] = True
+            assert 0 <= ref <= n - 5
+            if n >= 10:
+                assert abs(ref - start) >= 3  # another mouth than the target's
+        assert covered.all()
+    with pytest.raises(ValueError, match="shorter than one window"):
+        reference_windows(4, 5)
+
+
+def test_generate_clip_regenerates_every_frame_from_its_own_audio():
+    clip = _clip(n=13)
+
+    class Echo(torch.nn.Module):
+        """Returns the masked target's upper half and the mel's first value per frame, so we can
+        see which frame and which audio each output came from."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, audio, faces):
+            frames = faces[:, :3].clone()
+            frames[:, :, :, -1, -1] = audio[:, :, 0, 0, 0].sigmoid()[:, None, :]
+            return frames, {}
+
+    out = generate_clip(Echo(), clip, 5, batch_windows=2)
+    assert out.shape == clip.faces.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :48], clip.faces[:, :48])  # frame t came from target t
+    expected = np.round(torch.from_numpy(clip.mels[:, 0, 0]).sigmoid().numpy() * 255)
+    np.testing.assert_array_equal(out[:, -1, -1, 0], expected)  # with audio t
+
+
+def _row(variant, label, value):
+    keys = {k for columns in TABLES.values() for k, _, _ in columns}
+    row = {"variant": variant, "label": label, **{k: value for k in keys}}
+    row["fid"] = None
+    row["unavailable"] = {"fid": "needs Inception weights"}
+    return row
+
+
+def test_tables_hold_our_rows_the_ground_truth_and_the_paper_labelled_apart(tmp_path):
+    for variant, label, value in [("wav2lip", "Wav2Lip", 1.0), ("full", "OpFlowTalker", 2.0),
+                                  ("no_ofs", "without OFSM", 3.0), ("ground_truth", "Ground Truth", 0.0)]:
+        (tmp_path / f"{variant}.json").write_text(json.dumps(_row(variant, label, value)))
+    variants = {"wav2lip": {}, "full": {}, "no_ofs": {}}
+    tables = build_tables(tmp_path, variants)
+    assert [r["variant"] for r in tables["table1"]["ours"]] == ["wav2lip", "full", "ground_truth"]
+    assert [r["variant"] for r in tables["table3"]["ours"]] == ["wav2lip", "full", "no_ofs", "ground_truth"]
+    assert tables["table1"]["ours"][1]["cells"]["fid"] == "n/a (needs Inception weights)"
+    assert tables["table2"]["paper"] == PAPER["table2"]
+    assert format_cell({"psnr": 31.15123}, "psnr") == "31.151" and format_cell({"wer": 0.123456}, "wer") == "0.1235"
+    with pytest.raises(ValueError, match="no evaluation of missing"):
+        build_tables(tmp_path, {**variants, "missing": {}})
+
+
+def test_tables_command_says_what_is_missing_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"generators": {"variants": {"full": {}}}}))
+    (tmp_path / "results").mkdir()
+    assert main(["tables", "--results", "results", "--out", "tables.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("opflowtalker tables: error: no evaluation of full") and "\n" not in err
+    assert not (tmp_path / "tables.json").exists()
