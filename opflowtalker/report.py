@@ -1,0 +1,285 @@
+"""What the study chapter shows, computed from the pipeline's outputs: tables, winners, curves, costs.
+
+The book's study chapter states results in sentences, and every number in those sentences has to
+come from the run it describes, whichever way the run came out. This module turns the pipeline's
+JSON and NPZ outputs into what the chapter draws and says:
+
+* :func:`table_frame` and :func:`winner_mask`: the paper's Tables 1-3 (``metrics/tables.json``,
+  from :mod:`opflowtalker.tables`) as DataFrames, our rows and the paper's reported rows kept
+  apart, with the better of two of our variants marked per column.
+* :func:`better_of` and :func:`head_to_head_sentences`: which of two variants wins each metric, by
+  how much, as Markdown. Two values that print the same at the tables' precision are a tie.
+* :func:`training_curves` and :func:`eval_curves`: one loss term (or validation score) of several
+  training logs (``fit``'s JSON) on a shared step axis.
+* :func:`lipreader_verdict` and :func:`syncnet_verdict`: whether the two experts beat chance, the
+  condition for the lip-readability and sync metrics built on them to mean anything.
+* :func:`stage_minutes`: the wall time of each stage of the last ``dvc repro``, in pipeline order.
+* :func:`frame_strip_rows`: the rows of a Figure-3-style strip, real frames on top.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .tables import format_cell
+
+__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "table_frame", "unavailable_notes", "better_of",
+           "winner_mask", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
+           "syncnet_verdict", "stage_minutes", "frame_strip_rows"]
+
+# The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
+PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
+                  "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables", "notebook",
+                  "book")
+
+TIE = "tie"
+
+
+class ReportError(ValueError):
+    """Pipeline outputs that the chapter cannot report on; one sentence for the user."""
+
+
+def variant_labels(params: Mapping) -> dict[str, str]:
+    """``{variant: label}`` of ``params.yaml``'s ``generators.variants``, in the file's order."""
+    variants = (params.get("generators") or {}).get("variants") or {}
+    if not variants:
+        raise ReportError("params.yaml defines no generators.variants to report on")
+    return {name: (spec or {}).get("label", name) for name, spec in variants.items()}
+
+
+def _value(row: Mapping, key: str) -> float:
+    value = row.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def table_frame(table: Mapping, which: str = "ours") -> pd.DataFrame:
+    """One table of ``metrics/tables.json`` as a DataFrame: rows by label, columns by heading.
+
+    ``which="ours"`` gives our rows, a metric that could not run as NaN (its reason is in
+    :func:`unavailable_notes`). ``which="paper"`` gives the rows reported by the paper, with only
+    the columns the paper reports (it has no FD-face or LSE-D).
+    """
+    columns = table["columns"]
+    if which == "ours":
+        data = {row["label"]: {c["heading"]: _value(row, c["key"]) for c in columns} for row in table["ours"]}
+        headings = [c["heading"] for c in columns]
+    elif which == "paper":
+        reported = [c for c in columns if any(c["key"] in row for row in table["paper"].values())]
+        data = {label: {c["heading"]: _value(row, c["key"]) for c in reported} for label, row in table["paper"].items()}
+        headings = [c["heading"] for c in reported]
+    else:
+        raise ReportError(f"which must be 'ours' or 'paper', not {which!r}")
+    return pd.DataFrame.from_dict(data, orient="index", columns=headings).rename_axis(None)
+
+
+def unavailable_notes(table: Mapping) -> dict[str, str]:
+    """``{heading: reason}`` for the columns where some row of ours could not be computed."""
+    notes = {}
+    for column in table["columns"]:
+        for row in table["ours"]:
+            cell = row.get("cells", {}).get(column["key"], "")
+            if row.get(column["key"]) is None and cell.startswith("n/a"):
+                notes[column["heading"]] = cell.removeprefix("n/a").strip().removeprefix("(").removesuffix(")")
+                break
+    return notes
+
+
+def _row(rows: Sequence[Mapping], variant: str) -> Mapping:
+    for row in rows:
+        if row.get("variant") == variant:
+            return row
+    raise ReportError(f"the tables have no row for the variant {variant!r}")
+
+
+def _shown(value: float, key: str) -> str:
+    # The tables' own formatting, so that "equal" means "prints the same in the table".
+    return format_cell({key: value}, key)
+
+
+def better_of(rows: Sequence[Mapping], a: str, b: str, columns: Sequence[Mapping]) -> dict[str, str | None]:
+    """Per column key: the variant (``a`` or ``b``) whose value is better given the column's
+    direction, ``"tie"`` when both print the same at the tables' precision, or None when either
+    value could not be computed."""
+    row_a, row_b = _row(rows, a), _row(rows, b)
+    winners: dict[str, str | None] = {}
+    for column in columns:
+        key = column["key"]
+        va, vb = row_a.get(key), row_b.get(key)
+        if va is None or vb is None or math.isnan(va) or math.isnan(vb):
+            winners[key] = None
+        elif _shown(va, key) == _shown(vb, key):
+            winners[key] = TIE
+        else:
+            a_higher = va > vb
+            winners[key] = a if a_higher == bool(column["higher_is_better"]) else b
+    return winners
+
+
+def winner_mask(table: Mapping, a: str, b: str) -> pd.DataFrame:
+    """Booleans shaped like ``table_frame(table, "ours")``: True on the better of ``a`` and ``b``
+    in each column (neither on a tie or a missing value), for highlighting."""
+    frame = table_frame(table, "ours")
+    mask = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    labels = {row["variant"]: row["label"] for row in table["ours"]}
+    for column in table["columns"]:
+        winner = better_of(table["ours"], a, b, [column])[column["key"]]
+        if winner not in (None, TIE):
+            mask.loc[labels[winner], column["heading"]] = True
+    return mask
+
+
+def _metric_columns(tables: Mapping) -> list[Mapping]:
+    """Every metric once, in the order Tables 1, 2, 3 first show it."""
+    seen, columns = set(), []
+    for name in sorted(tables):
+        for column in tables[name]["columns"]:
+            if column["key"] not in seen:
+                seen.add(column["key"])
+                columns.append(column)
+    return columns
+
+
+def _all_rows(tables: Mapping) -> list[Mapping]:
+    rows: dict[str, dict] = {}
+    for name in sorted(tables):
+        for row in tables[name]["ours"]:
+            rows.setdefault(row["variant"], {}).update(row)
+    return list(rows.values())
+
+
+def head_to_head_sentences(tables: Mapping, a: str = "full", b: str = "wav2lip") -> str:
+    """Markdown: which of variants ``a`` and ``b`` wins each metric of the tables, and by how much.
+
+    The lead sentence counts the wins each way and names the metrics that could not be computed;
+    one bullet per metric follows with both values, the difference and the relative difference.
+    """
+    rows = _all_rows(tables)
+    row_a, row_b = _row(rows, a), _row(rows, b)
+    label_a, label_b = row_a["label"], row_b["label"]
+    columns = _metric_columns(tables)
+    winners = better_of(rows, a, b, columns)
+    measured = [c for c in columns if winners[c["key"]] is not None]
+    if not measured:
+        raise ReportError(f"no metric was computed for both {a!r} and {b!r}")
+    wins_a = [c for c in measured if winners[c["key"]] == a]
+    wins_b = [c for c in measured if winners[c["key"]] == b]
+    ties = [c for c in measured if winners[c["key"]] == TIE]
+    missing = [c["heading"] for c in columns if winners[c["key"]] is None]
+    if len(wins_a) > len(wins_b):
+        verdict = f"**{label_a}** comes out ahead"
+    elif len(wins_b) > len(wins_a):
+        verdict = f"**{label_b}** comes out ahead"
+    else:
+        verdict = "neither comes out ahead"
+    lead = (f"Of the {len(measured)} metrics computed for both, **{label_a}** is better than **{label_b}** on "
+            f"{len(wins_a)}, worse on {len(wins_b)} and level on {len(ties)}: {verdict}.")
+    if missing:
+        lead += f" Not computed: {', '.join(missing)}."
+    lines = [lead, ""]
+    for column in measured:
+        key = column["key"]
+        va, vb = float(row_a[key]), float(row_b[key])
+        values = f"{_shown(va, key)} vs {_shown(vb, key)}"
+        if winners[key] == TIE:
+            lines.append(f"- {column['heading']}: {values}, level at this precision.")
+            continue
+        winner = label_a if winners[key] == a else label_b
+        relative = f", {100 * abs(va - vb) / abs(vb):.1f}% of {label_b}'s value" if vb != 0 else ""
+        lines.append(f"- {column['heading']}: {values}; {winner} better by {abs(va - vb):.4g}{relative}.")
+    return "\n".join(lines)
+
+
+def _curve_frame(series: dict[str, pd.Series], what: str) -> pd.DataFrame:
+    if not series:
+        raise ReportError(f"no training log records {what}")
+    return pd.DataFrame(series).sort_index().rename_axis("step")
+
+
+def training_curves(logs: Mapping[str, Mapping], term: str) -> pd.DataFrame:
+    """One column per log that records the loss term ``term`` (e.g. ``"l1"``, ``"sync"``,
+    ``"ofs"``), indexed by step; logs without the term are left out, other steps are NaN."""
+    series = {}
+    for name, log in logs.items():
+        history = log["history"]
+        if term in history:
+            series[name] = pd.Series(history[term], index=history["step"], dtype=float)
+    return _curve_frame(series, f"the term {term!r}")
+
+
+def eval_curves(logs: Mapping[str, Mapping], key: str) -> pd.DataFrame:
+    """Like :func:`training_curves` for a validation score logged by ``fit``'s ``evaluate``."""
+    series = {}
+    for name, log in logs.items():
+        points = [(e["step"], e[key]) for e in log["history"].get("eval", []) if key in e]
+        if points:
+            steps, values = zip(*points)
+            series[name] = pd.Series(values, index=steps, dtype=float)
+    return _curve_frame(series, f"the validation score {key!r}")
+
+
+def lipreader_verdict(log: Mapping) -> str:
+    """Markdown: the lip reader's test WER/CER beside reading without looking (the commonest
+    sentence, and random words), and whether it beats both."""
+    test, chance = log["test"], log["chance"]
+    floor = min(chance["majority_wer"], chance["random_wer"])
+    beats = test["wer"] < floor
+    verdict = ("It reads better than chance, so the lip-readability metrics (Table 2) carry signal."
+               if beats else
+               "It reads no better than chance, so the lip-readability metrics (Table 2) cannot tell the "
+               "generators apart on this run; their differences are noise.")
+    return (f"On the {test['n']} held-out test clips the lip reader's WER is {test['wer']:.3f} and its CER "
+            f"{test['cer']:.3f}, reading {100 * test['sentence_accuracy']:.0f}% of the sentences exactly. "
+            f"Always answering the commonest sentence (\"{chance['majority_sentence']}\") scores WER "
+            f"{chance['majority_wer']:.3f} (CER {chance['majority_cer']:.3f}); random words in the right "
+            f"places score WER {chance['random_wer']:.3f} (CER {chance['random_cer']:.3f}). {verdict}")
+
+
+def syncnet_verdict(log: Mapping, chance: float = 0.5) -> str:
+    """Markdown: the SyncNet expert's final validation accuracy on its balanced in/out-of-sync
+    pairs (chance 0.5), and what follows for L_sync and LSE."""
+    evals = log["history"].get("eval") or []
+    if not evals or "accuracy" not in evals[-1]:
+        raise ReportError("the SyncNet log holds no validation accuracy")
+    last = evals[-1]
+    beats = last["accuracy"] > chance
+    verdict = ("It tells synced from shifted audio better than chance, so L_sync and LSE-C/D measure sync."
+               if beats else
+               "It does no better than chance, so L_sync and LSE-C/D say nothing about sync on this run.")
+    return (f"After {last['step']} steps the expert classifies {100 * last['accuracy']:.1f}% of the held-out "
+            f"pairs correctly (chance: {100 * chance:.0f}%; BCE {last['bce']:.3f}). {verdict}")
+
+
+def stage_minutes(times: Mapping[str, Mapping]) -> pd.DataFrame:
+    """``metrics/stage_times.json`` as minutes per stage, in the order the pipeline runs them;
+    columns ``command`` (the stage's command, e.g. ``train-generator``) and ``minutes``."""
+    if not times:
+        raise ReportError("the stage-times file lists no stages")
+    rank = {command: i for i, command in enumerate(PIPELINE_ORDER)}
+    rows = []
+    for stage, entry in times.items():
+        command = stage.split()[0]
+        rows.append((rank.get(command, len(rank)), stage, command, float(entry["seconds"]) / 60))
+    rows.sort()
+    return pd.DataFrame([r[1:] for r in rows], columns=["stage", "command", "minutes"]).set_index("stage")
+
+
+def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None
+                     ) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Rows of tiles for :func:`opflowtalker.viz.contact_sheet`: the real frames, then each
+    variant's generated frames (``results/frames/<variant>.npz`` contents, in ``frames``' order),
+    all cut to the same length. Returns (rows, row names: ``"real"`` and the variant names)."""
+    if not frames:
+        raise ReportError("no generated frames to show")
+    clips = {str(np.asarray(f["clip"])) for f in frames.values()}
+    if len(clips) != 1:
+        raise ReportError(f"the frame strips come from different clips ({', '.join(sorted(clips))})")
+    n = min(len(f["generated"]) for f in frames.values())
+    n = min(n, len(next(iter(frames.values()))["real"]))
+    if n_frames is not None:
+        n = min(n, n_frames)
+    real = next(iter(frames.values()))["real"]
+    rows = [list(real[:n])] + [list(f["generated"][:n]) for f in frames.values()]
+    return rows, ["real", *frames]

@@ -1,0 +1,199 @@
+"""What the study chapter reports, on small hand-made pipeline outputs.
+
+The claims: our table and the paper's stay apart; the better of two variants follows each column's
+direction, and values that print the same are a tie; the head-to-head paragraph counts and states
+what the numbers say, whichever variant wins; curves from several logs share one step axis; the
+experts are judged against chance; stage times come in pipeline order in minutes; frame strips put
+the real frames on top and refuse strips from different clips.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from opflowtalker.report import (ReportError, better_of, eval_curves, frame_strip_rows, head_to_head_sentences,
+                                 lipreader_verdict, stage_minutes, syncnet_verdict, table_frame, training_curves,
+                                 unavailable_notes, variant_labels, winner_mask)
+from opflowtalker.tables import format_cell
+
+COLUMNS = [{"key": "psnr", "heading": "PSNR ↑", "higher_is_better": True},
+           {"key": "lse_d", "heading": "LSE-D ↓", "higher_is_better": False},
+           {"key": "fid", "heading": "FID ↓", "higher_is_better": False}]
+FID_REASON = "needs Inception weights"
+
+
+def _row(variant: str, label: str, **values) -> dict:
+    row = {"variant": variant, "label": label, **{c["key"]: values.get(c["key"]) for c in COLUMNS}}
+    row["unavailable"] = {"fid": FID_REASON}
+    row["cells"] = {c["key"]: format_cell(row, c["key"]) for c in COLUMNS}
+    return row
+
+
+def _table(full: dict, wav2lip: dict) -> dict:
+    return {"columns": COLUMNS,
+            "ours": [_row("wav2lip", "Wav2Lip (baseline)", **wav2lip), _row("full", "OpFlowTalker (full model)", **full),
+                     _row("ground_truth", "Ground Truth", psnr=100.0, lse_d=6.0)],
+            "paper": {"Wav2Lip": {"psnr": 31.151, "fid": 4.738}, "OpFlowTalker": {"psnr": 32.832, "fid": 2.635}}}
+
+
+@pytest.fixture
+def table() -> dict:
+    # OpFlowTalker wins PSNR (higher) and loses LSE-D (it is higher, and lower is better).
+    return _table(full=dict(psnr=20.0, lse_d=8.0), wav2lip=dict(psnr=16.0, lse_d=7.5))
+
+
+def test_our_table_has_every_row_and_nan_where_a_metric_could_not_run(table):
+    frame = table_frame(table, "ours")
+    assert list(frame.index) == ["Wav2Lip (baseline)", "OpFlowTalker (full model)", "Ground Truth"]
+    assert list(frame.columns) == ["PSNR ↑", "LSE-D ↓", "FID ↓"]
+    assert frame.loc["OpFlowTalker (full model)", "PSNR ↑"] == 20.0
+    assert frame["FID ↓"].isna().all()
+    assert unavailable_notes(table) == {"FID ↓": FID_REASON}
+
+
+def test_paper_table_keeps_only_the_columns_the_paper_reports(table):
+    frame = table_frame(table, "paper")
+    assert list(frame.index) == ["Wav2Lip", "OpFlowTalker"]
+    assert list(frame.columns) == ["PSNR ↑", "FID ↓"]  # no LSE-D in the paper
+    assert frame.loc["OpFlowTalker", "FID ↓"] == 2.635
+    with pytest.raises(ReportError):
+        table_frame(table, "theirs")
+
+
+def test_better_of_follows_each_columns_direction(table):
+    winners = better_of(table["ours"], "full", "wav2lip", COLUMNS)
+    assert winners == {"psnr": "full", "lse_d": "wav2lip", "fid": None}
+    # Swapping the pair does not change who wins.
+    assert better_of(table["ours"], "wav2lip", "full", COLUMNS) == winners
+
+
+def test_values_that_print_the_same_are_a_tie():
+    tied = _table(full=dict(psnr=20.00001, lse_d=8.0), wav2lip=dict(psnr=20.0, lse_d=8.0))
+    assert better_of(tied["ours"], "full", "wav2lip", COLUMNS)["psnr"] == "tie"
+    assert not winner_mask(tied, "full", "wav2lip").to_numpy().any()
+
+
+def test_winner_mask_marks_the_better_cell_only(table):
+    mask = winner_mask(table, "full", "wav2lip")
+    expected = pd.DataFrame(False, index=mask.index, columns=mask.columns)
+    expected.loc["OpFlowTalker (full model)", "PSNR ↑"] = True
+    expected.loc["Wav2Lip (baseline)", "LSE-D ↓"] = True
+    pd.testing.assert_frame_equal(mask, expected)
+
+
+def test_head_to_head_states_each_metric_with_hand_computed_differences(table):
+    text = head_to_head_sentences({"table1": table}, "full", "wav2lip")
+    lead, _, *bullets = text.splitlines()
+    assert lead == ("Of the 2 metrics computed for both, **OpFlowTalker (full model)** is better than "
+                    "**Wav2Lip (baseline)** on 1, worse on 1 and level on 0: neither comes out ahead. "
+                    "Not computed: FID ↓.")
+    # PSNR 20 vs 16: better by 4, 4/16 = 25%; LSE-D 8 vs 7.5: Wav2Lip better by 0.5, 0.5/7.5 = 6.7%.
+    assert bullets == [
+        "- PSNR ↑: 20.000 vs 16.000; OpFlowTalker (full model) better by 4, 25.0% of Wav2Lip (baseline)'s value.",
+        "- LSE-D ↓: 8.0000 vs 7.5000; Wav2Lip (baseline) better by 0.5, 6.7% of Wav2Lip (baseline)'s value.",
+    ]
+
+
+def test_head_to_head_reports_a_loss_as_a_loss():
+    losing = _table(full=dict(psnr=15.0, lse_d=9.0), wav2lip=dict(psnr=16.0, lse_d=7.5))
+    text = head_to_head_sentences({"table1": losing}, "full", "wav2lip")
+    assert "better than **Wav2Lip (baseline)** on 0, worse on 2" in text
+    assert "**Wav2Lip (baseline)** comes out ahead" in text
+
+
+def test_head_to_head_counts_a_metric_once_across_tables(table):
+    again = {**table, "columns": COLUMNS[:1]}  # table3 repeats PSNR
+    text = head_to_head_sentences({"table1": table, "table3": again})
+    assert text.count("- PSNR ↑") == 1
+
+
+def test_head_to_head_needs_both_rows(table):
+    with pytest.raises(ReportError, match="no_ofs"):
+        head_to_head_sentences({"table1": table}, "no_ofs", "wav2lip")
+
+
+def _log(steps, **terms) -> dict:
+    return {"history": {"step": steps, **terms}}
+
+
+def test_training_curves_share_one_step_axis_and_skip_logs_without_the_term():
+    logs = {"wav2lip": _log([10, 20], l1=[0.3, 0.2]),
+            "full": _log([10, 20, 30], l1=[0.4, 0.3, 0.1], ofs=[1.0, 0.5, 0.25])}
+    l1 = training_curves(logs, "l1")
+    assert list(l1.index) == [10, 20, 30] and list(l1.columns) == ["wav2lip", "full"]
+    assert math.isnan(l1.loc[30, "wav2lip"]) and l1.loc[30, "full"] == 0.1
+    ofs = training_curves(logs, "ofs")
+    assert list(ofs.columns) == ["full"]
+    with pytest.raises(ReportError, match="'kl'"):
+        training_curves(logs, "kl")
+
+
+def test_eval_curves_read_the_validation_scores():
+    log = {"history": {"step": [1], "eval": [{"step": 50, "accuracy": 0.6}, {"step": 100, "accuracy": 0.7}]}}
+    curve = eval_curves({"syncnet": log}, "accuracy")
+    assert curve["syncnet"].to_dict() == {50: 0.6, 100: 0.7}
+
+
+def _lipreader_log(wer: float) -> dict:
+    return {"test": {"wer": wer, "cer": 0.3, "sentence_accuracy": 0.25, "n": 4},
+            "chance": {"majority_sentence": "PLACE BLUE IN U FIVE AGAIN", "majority_wer": 0.8,
+                       "majority_cer": 0.6, "random_wer": 0.75, "random_cer": 0.62}}
+
+
+def test_lipreader_is_judged_against_the_better_of_the_two_chance_levels():
+    assert "better than chance" in lipreader_verdict(_lipreader_log(0.5))
+    # 0.78 beats the majority sentence (0.8) but not random words (0.75): not above chance.
+    text = lipreader_verdict(_lipreader_log(0.78))
+    assert "no better than chance" in text
+    assert "WER is 0.780" in text and "\"PLACE BLUE IN U FIVE AGAIN\"" in text and "25%" in text
+
+
+def test_syncnet_is_judged_against_half_right():
+    log = {"history": {"eval": [{"step": 3, "bce": 0.84, "accuracy": 0.375}]}}
+    text = syncnet_verdict(log)
+    assert "37.5%" in text and "no better than chance" in text
+    log["history"]["eval"].append({"step": 200, "bce": 0.5, "accuracy": 0.8})
+    assert "After 200 steps" in syncnet_verdict(log) and "better than chance" in syncnet_verdict(log)
+    with pytest.raises(ReportError):
+        syncnet_verdict({"history": {"step": [1]}})
+
+
+def test_stage_minutes_in_pipeline_order():
+    times = {"train-generator full": {"seconds": 120.0}, "corpus": {"seconds": 30.0},
+             "evaluate full": {"seconds": 6.0}, "train-generator wav2lip": {"seconds": 60.0},
+             "preprocess": {"seconds": 90.0}}
+    frame = stage_minutes(times)
+    assert list(frame.index) == ["corpus", "preprocess", "train-generator full", "train-generator wav2lip",
+                                 "evaluate full"]
+    assert frame["minutes"].tolist() == [0.5, 1.5, 2.0, 1.0, 0.1]
+    assert frame.loc["evaluate full", "command"] == "evaluate"
+    assert frame["minutes"].sum() == pytest.approx(5.1)
+
+
+def _frames(clip: str, value: int, n: int) -> dict:
+    return {"generated": np.full((n, 4, 4, 3), value, np.uint8), "real": np.full((n, 4, 4, 3), 200, np.uint8),
+            "clip": np.array(clip)}
+
+
+def test_frame_strips_put_the_real_frames_on_top_and_cut_to_a_common_length():
+    rows, names = frame_strip_rows({"wav2lip": _frames("woman/1", 10, 4), "full": _frames("woman/1", 20, 3)})
+    assert names == ["real", "wav2lip", "full"]
+    assert [len(r) for r in rows] == [3, 3, 3]
+    assert [int(r[0][0, 0, 0]) for r in rows] == [200, 10, 20]
+    rows, _ = frame_strip_rows({"full": _frames("woman/1", 20, 3)}, n_frames=2)
+    assert len(rows[0]) == 2
+
+
+def test_frame_strips_from_different_clips_are_refused():
+    with pytest.raises(ReportError, match="different clips"):
+        frame_strip_rows({"wav2lip": _frames("woman/1", 10, 4), "full": _frames("woman/2", 20, 4)})
+
+
+def test_variant_labels_keep_the_files_order():
+    params = {"generators": {"variants": {"wav2lip": {"label": "Wav2Lip (baseline)"}, "full": {}}}}
+    assert variant_labels(params) == {"wav2lip": "Wav2Lip (baseline)", "full": "full"}
+    with pytest.raises(ReportError):
+        variant_labels({})
