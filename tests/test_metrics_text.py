@@ -18,6 +18,8 @@ EXTERNAL = Path(__file__).resolve().parents[1] / "data" / "external"
 def test_texts_are_compared_lower_case_without_punctuation():
     assert text.normalize("  Front, CENTER!  ") == "front center"
     assert text.normalize("Don't stop\u2014now...") == "dont stop now"
+    assert text.normalize("Layman by F4 soon.") == "layman by f four soon"  # digits as the lip reader says them
+    assert text.normalize("Set 20") == "set two zero"
     assert text.wer("Front, center.", "front center") == 0.0
     assert text.bleu("FRONT CENTER!", "front center") == 1.0
 

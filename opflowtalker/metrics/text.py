@@ -55,15 +55,23 @@ class TextMetricError(ValueError):
     """Texts that cannot be compared as asked; the message is one sentence for the user."""
 
 
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def normalize(text: str) -> str:
-    """Lower case, punctuation removed (apostrophes closing up, other marks as spaces), one space
-    between words: ``"Don't stop—now!"`` -> ``"dont stop now"``."""
+    """Lower case, punctuation removed (apostrophes closing up, other marks as spaces), digits
+    spelled out one by one, one space between words: ``"Don't stop—now!"`` -> ``"dont stop now"``,
+    ``"Bin blue at F4"`` -> ``"bin blue at f four"``. A speech recogniser writes numbers as digits
+    and a lip reader as words (GRID's digits are single words), and neither is an error."""
     if not isinstance(text, str):
         raise TextMetricError(f"expected a text, got {type(text).__name__}")
     chars = []
     for ch in unicodedata.normalize("NFKC", text).lower():
         if ch in "'\u2019":
             continue  # "don't" and "dont" are the same word to a listener
+        if ch.isdigit() and ch.isascii():
+            chars.append(f" {DIGIT_WORDS[int(ch)]} ")
+            continue
         chars.append(" " if unicodedata.category(ch).startswith(("P", "S")) else ch)
     return " ".join("".join(chars).split())
 
