@@ -9,6 +9,9 @@ JSON and NPZ outputs into what the chapter draws and says:
   apart, with the better of two of our variants marked per column.
 * :func:`better_of` and :func:`head_to_head_sentences`: which of two variants wins each metric, by
   how much, as Markdown. Two values that print the same at the tables' precision are a tie.
+* :func:`agreement_with_paper`: whether the full model beats each other variant on a metric in the
+  same direction here as in the paper's rows, the only comparison with the paper that the two
+  scales allow.
 * :func:`training_curves` and :func:`eval_curves`: one loss term (or validation score) of several
   training logs (``fit``'s JSON) on a shared step axis.
 * :func:`lipreader_verdict` and :func:`syncnet_verdict`: whether the two experts beat chance, the
@@ -26,8 +29,8 @@ import pandas as pd
 
 from .tables import format_cell
 
-__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "table_frame", "unavailable_notes", "better_of",
-           "winner_mask", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
+__all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
+           "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "frame_strip_rows"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
@@ -36,6 +39,17 @@ PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow
                   "book")
 
 TIE = "tie"
+
+# The paper's row that corresponds to each of our variants, per table (Tables 1-2 name the two
+# systems; Table 3 names the ablations). Our full model's flow network is set in params.yaml; the
+# paper's full model uses GMA.
+PAPER_ROWS = {
+    "table1": {"wav2lip": "Wav2Lip", "full": "OpFlowTalker"},
+    "table2": {"wav2lip": "Wav2Lip", "full": "OpFlowTalker"},
+    "table3": {"wav2lip": "Baseline Wav2Lip", "full": "Full model (GMA)", "flownet": "OFS with FlowNet2",
+               "no_audio_aug": "without Audio Augmentation", "no_flow_predictor": "without Optical Flow predictor",
+               "no_sequential_fusion": "without Sequential Fusion", "no_ofs": "without OFSM"},
+}
 
 
 class ReportError(ValueError):
@@ -131,6 +145,39 @@ def winner_mask(table: Mapping, a: str, b: str) -> pd.DataFrame:
     return mask
 
 
+def paper_rows(table: Mapping, names: Mapping[str, str]) -> list[dict]:
+    """The paper's rows of ``table`` shaped like ours, ``variant`` being our name for each row that
+    ``names`` (our variant -> the paper's label) maps; rows it does not map are left out."""
+    return [{"variant": ours, "label": label, **table["paper"][label]}
+            for ours, label in names.items() if label in table["paper"]]
+
+
+def agreement_with_paper(table: Mapping, names: Mapping[str, str], full: str = "full") -> pd.DataFrame:
+    """For each of our variants other than ``full`` that the paper also reports, per column: is
+    the winner of ``full`` against it the same here as in the paper?
+
+    Cells: ``"same"``, ``"opposite"``, ``"tie here"`` (level here, not in the paper) or ``"n/a"``
+    (not computed here, or not reported by the paper). Rows by our label, columns by heading.
+    """
+    ours, reported = table["ours"], paper_rows(table, names)
+    if full not in {r["variant"] for r in reported}:
+        raise ReportError(f"no row of the paper is mapped to our variant {full!r}")
+    labels = {row["variant"]: row["label"] for row in ours}
+    cells = {}
+    for row in reported:
+        variant = row["variant"]
+        if variant == full or variant not in labels:
+            continue
+        here = better_of(ours, full, variant, table["columns"])
+        there = better_of(reported, full, variant, table["columns"])
+        cells[labels[variant]] = {
+            c["heading"]: ("n/a" if here[c["key"]] is None or there[c["key"]] is None else
+                           "same" if here[c["key"]] == there[c["key"]] else
+                           "tie here" if here[c["key"]] == TIE else "opposite")
+            for c in table["columns"]}
+    return pd.DataFrame.from_dict(cells, orient="index", columns=[c["heading"] for c in table["columns"]])
+
+
 def _metric_columns(tables: Mapping) -> list[Mapping]:
     """Every metric once, in the order Tables 1, 2, 3 first show it."""
     seen, columns = set(), []
@@ -178,6 +225,7 @@ def head_to_head_sentences(tables: Mapping, a: str = "full", b: str = "wav2lip")
             f"{len(wins_a)}, worse on {len(wins_b)} and level on {len(ties)}: {verdict}.")
     if missing:
         lead += f" Not computed: {', '.join(missing)}."
+    lead += f" Percentages are of {label_b}'s value."
     lines = [lead, ""]
     for column in measured:
         key = column["key"]
@@ -187,7 +235,7 @@ def head_to_head_sentences(tables: Mapping, a: str = "full", b: str = "wav2lip")
             lines.append(f"- {column['heading']}: {values}, level at this precision.")
             continue
         winner = label_a if winners[key] == a else label_b
-        relative = f", {100 * abs(va - vb) / abs(vb):.1f}% of {label_b}'s value" if vb != 0 else ""
+        relative = f" ({100 * abs(va - vb) / abs(vb):.1f}%)" if vb != 0 else ""
         lines.append(f"- {column['heading']}: {values}; {winner} better by {abs(va - vb):.4g}{relative}.")
     return "\n".join(lines)
 

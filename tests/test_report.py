@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, better_of, eval_curves, frame_strip_rows, head_to_head_sentences,
+from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows, head_to_head_sentences,
                                  lipreader_verdict, stage_minutes, syncnet_verdict, table_frame, training_curves,
                                  unavailable_notes, variant_labels, winner_mask)
 from opflowtalker.tables import format_cell
@@ -84,16 +84,29 @@ def test_winner_mask_marks_the_better_cell_only(table):
     pd.testing.assert_frame_equal(mask, expected)
 
 
+def test_agreement_with_paper_compares_directions_not_numbers(table):
+    # Here OpFlowTalker wins PSNR as in the paper (20 vs 16; paper 32.832 vs 31.151); the paper
+    # reports no LSE-D, and FID was not computed here.
+    names = {"wav2lip": "Wav2Lip", "full": "OpFlowTalker"}
+    agreement = agreement_with_paper(table, names)
+    assert agreement.to_dict(orient="index") == {
+        "Wav2Lip (baseline)": {"PSNR ↑": "same", "LSE-D ↓": "n/a", "FID ↓": "n/a"}}
+    opposite = _table(full=dict(psnr=15.0, lse_d=8.0, fid=3.0), wav2lip=dict(psnr=16.0, lse_d=7.5, fid=3.0))
+    assert agreement_with_paper(opposite, names).iloc[0].tolist() == ["opposite", "n/a", "tie here"]
+    with pytest.raises(ReportError):
+        agreement_with_paper(table, {"wav2lip": "Wav2Lip"})
+
+
 def test_head_to_head_states_each_metric_with_hand_computed_differences(table):
     text = head_to_head_sentences({"table1": table}, "full", "wav2lip")
     lead, _, *bullets = text.splitlines()
     assert lead == ("Of the 2 metrics computed for both, **OpFlowTalker (full model)** is better than "
                     "**Wav2Lip (baseline)** on 1, worse on 1 and level on 0: neither comes out ahead. "
-                    "Not computed: FID ↓.")
+                    "Not computed: FID ↓. Percentages are of Wav2Lip (baseline)'s value.")
     # PSNR 20 vs 16: better by 4, 4/16 = 25%; LSE-D 8 vs 7.5: Wav2Lip better by 0.5, 0.5/7.5 = 6.7%.
     assert bullets == [
-        "- PSNR ↑: 20.000 vs 16.000; OpFlowTalker (full model) better by 4, 25.0% of Wav2Lip (baseline)'s value.",
-        "- LSE-D ↓: 8.0000 vs 7.5000; Wav2Lip (baseline) better by 0.5, 6.7% of Wav2Lip (baseline)'s value.",
+        "- PSNR ↑: 20.000 vs 16.000; OpFlowTalker (full model) better by 4 (25.0%).",
+        "- LSE-D ↓: 8.0000 vs 7.5000; Wav2Lip (baseline) better by 0.5 (6.7%).",
     ]
 
 
