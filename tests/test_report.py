@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows, head_to_head_sentences,
-                                 lipreader_verdict, stage_minutes, syncnet_verdict, table_frame, training_curves,
-                                 unavailable_notes, variant_labels, winner_mask)
+from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows,
+                                 head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
+                                 syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
+                                 winner_mask)
 from opflowtalker.tables import format_cell
 
 COLUMNS = [{"key": "psnr", "heading": "PSNR ↑", "higher_is_better": True},
@@ -82,6 +83,12 @@ def test_winner_mask_marks_the_better_cell_only(table):
     expected.loc["OpFlowTalker (full model)", "PSNR ↑"] = True
     expected.loc["Wav2Lip (baseline)", "LSE-D ↓"] = True
     pd.testing.assert_frame_equal(mask, expected)
+
+
+def test_paper_rows_take_our_variant_names_and_skip_rows_the_paper_lacks(table):
+    rows = paper_rows(table, {"wav2lip": "Wav2Lip", "full": "OpFlowTalker", "no_ofs": "without OFSM"})
+    assert rows == [{"variant": "wav2lip", "label": "Wav2Lip", "psnr": 31.151, "fid": 4.738},
+                    {"variant": "full", "label": "OpFlowTalker", "psnr": 32.832, "fid": 2.635}]
 
 
 def test_agreement_with_paper_compares_directions_not_numbers(table):
