@@ -54,14 +54,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .audio import AudioError
     from .datasets import DatasetError
     from .landmarks import LandmarkError
+    from .metrics.image import MetricError
+    from .metrics.landmarks import LandmarkMetricError
+    from .metrics.speech import SpeechRecognitionError
+    from .metrics.sync import SyncError
+    from .metrics.text import TextMetricError
     from .models.checkpoints import CheckpointError
+    from .models.lipreader import LipReaderError
     from .notebooks import NotebookError
     from .params import ParamsError
     from .preprocess import PreprocessError
     from .video import VideoError
 
     return (UserError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
-            ParamsError, PreprocessError, VideoError, FileNotFoundError)
+            ParamsError, PreprocessError, VideoError, MetricError, LandmarkMetricError, SpeechRecognitionError,
+            SyncError, TextMetricError, LipReaderError, FileNotFoundError)
 
 
 def _cmd_assets(args: argparse.Namespace) -> None:

@@ -37,7 +37,7 @@ from ..models.syncnet import lower_half_window, sync_loss
 from ..models.wav2lip import Wav2Lip
 from ..params import ParamsError, from_mapping
 from .data import GeneratorBatch, generator_batch, load_split
-from .loop import LoopParams, fit
+from .loop import LoopParams, distributed, fit
 
 __all__ = ["GeneratorTrainParams", "variant_params", "build_generator", "GeneratorLoss", "train_generator",
            "OFS_AREAS"]
@@ -189,7 +189,7 @@ def _val_windows(clips, params: GeneratorTrainParams) -> GeneratorBatch:
 def train_generator(variant: str, prepared: str | Path, out: str | Path, params: GeneratorTrainParams,
                     run_dir: str | Path, expert_path: str | Path | None, flow_dir: str | Path = "models/flow") -> dict:
     """Train one variant; the checkpoint records its parameters so evaluation can rebuild it."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = distributed().device  # this rank's GPU under torchrun
     expert = None
     if params.sync_weight > 0:
         if expert_path is None:

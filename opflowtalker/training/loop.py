@@ -258,6 +258,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
         model.train()
         history.setdefault("eval", []).append({"step": step, **scores})
         if live is not None:
+            live.step = step
             for key, value in scores.items():
                 live.log_metric(f"eval/{key}", value, plot=True)
 
@@ -291,6 +292,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
         count += 1
 
         done = step + 1
+        if params.eval_every and done % params.eval_every == 0 and done != params.steps:
+            run_evaluation(done)  # before the log point, so dvclive files both under step `done`
         if done % params.log_every == 0 or done == params.steps:
             means = _mean_over_ranks({k: v / count for k, v in sums.items()}, dist)
             history["step"].append(done)
@@ -302,8 +305,6 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
                     live.log_metric(f"train/{key}", value)
                 live.next_step()
             sums, count = {}, 0
-        if params.eval_every and done % params.eval_every == 0 and done != params.steps:
-            run_evaluation(done)
         if done % params.checkpoint_every == 0 and done != params.steps and dist.main:
             now = time.perf_counter()
             seconds, clock = seconds + now - clock, now

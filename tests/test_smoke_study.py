@@ -1,0 +1,69 @@
+"""The whole study runs: `dvc repro` under the smoke profile, from corpus to book, in a copy of the project.
+
+The smoke profile shrinks every stage to seconds (a 40-sentence corpus, a few training steps,
+two test clips), so its numbers mean nothing; what it proves is that every stage of dvc.yaml runs,
+hands the next stage what it needs, and ends in tables with a row for every variant and a built book.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import EXTERNAL, ROOT
+
+
+def _copy_project(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = ROOT / name
+        if not source.is_file() or name == "dvc.lock" or name.startswith(("metrics/", "book/chapters/")):
+            continue  # outputs of the embedded run: the smoke run makes its own
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    (dest / "data").mkdir(exist_ok=True)
+    (dest / "data" / "external").symlink_to(EXTERNAL)
+
+
+def _git(dest: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=smoke", "-c", "user.email=smoke@localhost", *args], cwd=dest, check=True,
+                   capture_output=True)
+
+
+def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
+    project = tmp_path / "study"
+    _copy_project(project)
+    params = (project / "params.yaml").read_text()
+    assert "\nprofile: embedded\n" in params
+    (project / "params.yaml").write_text(params.replace("\nprofile: embedded\n", "\nprofile: smoke\n"))
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "commit", "-qm", "smoke")  # dvclive wants a repository with a commit
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    run = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+
+    variants = yaml.safe_load(params)["generators"]["variants"]
+    tables = json.loads((project / "metrics" / "tables.json").read_text())
+    table3 = [row["variant"] for row in tables["table3"]["ours"]]
+    assert table3 == [*variants, "ground_truth"]
+    full = json.loads((project / "metrics" / "generators" / "full.json").read_text())
+    assert full["clips"] == 2 and 0 < full["ssim"] < 1 and full["lse_d"] > 0
+    assert full["fid"] is None and "Inception" in full["unavailable"]["fid"]
+    for name in variants:
+        assert (project / "models" / "generators" / f"{name}.safetensors").is_file()
+        assert (project / "runs" / name / "live").is_dir()  # dvclive's logs
+    times = json.loads((project / "metrics" / "stage_times.json").read_text())
+    assert {"corpus", "train-syncnet", "train-lipreader", "train-generator full", "evaluate full", "book"} <= set(times)
+    assert (project / "book" / "_build" / "html" / "chapters" / "study.html").is_file()
+    again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
+    assert "up to date" in again.stdout, again.stdout[-2000:]
