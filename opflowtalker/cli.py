@@ -53,6 +53,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .assets import AssetError
     from .audio import AudioError
     from .datasets import DatasetError
+    from .generate import GenerateError
     from .landmarks import LandmarkError
     from .metrics.image import MetricError
     from .metrics.landmarks import LandmarkMetricError
@@ -66,7 +67,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .preprocess import PreprocessError
     from .video import VideoError
 
-    return (UserError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
+    return (UserError, GenerateError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
             ParamsError, PreprocessError, VideoError, MetricError, LandmarkMetricError, SpeechRecognitionError,
             SyncError, TextMetricError, LipReaderError, FileNotFoundError)
 
@@ -247,6 +248,21 @@ def _cmd_tables(args: argparse.Namespace) -> None:
     print(f"tables written to {args.out}")
 
 
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from .generate import GenerateOptions, generate
+
+    options = GenerateOptions(pads=tuple(args.pads), resize_factor=args.resize_factor, fps=args.fps,
+                              static=args.static, nosmooth=args.nosmooth, box=tuple(args.box) if args.box else None,
+                              crop=tuple(args.crop), rotate=args.rotate, batch_size=args.batch_size,
+                              precision=args.precision, progress=not args.quiet)
+    if options.box is not None and -1 in options.box:
+        options = GenerateOptions(**{**options.__dict__, "box": None})  # Wav2Lip's "-1 -1 -1 -1": detect
+    summary = generate(args.face, args.audio, args.checkpoint, args.outfile, options)
+    print(f"wrote {summary['outfile']}: {summary['frames']} frames at {summary['fps']:g} fps, face in "
+          f"{summary['faces']} ({summary['passed_through']} passed through unchanged), "
+          f"{summary['frames_per_second']:.1f} frames/s")
+
+
 def _cmd_landmarks(args: argparse.Namespace) -> None:
     import json
 
@@ -366,6 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("metrics/tables.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("generate", help="lip-sync a face video or photo to speech (Wav2Lip's inference options)")
+    p.add_argument("--face", type=Path, required=True, help="video or image with a face")
+    p.add_argument("--audio", type=Path, required=True, help="speech: an audio file or a video with sound")
+    p.add_argument("--checkpoint", "--checkpoint_path", type=Path, required=True,
+                   help="a generator: ours (.safetensors) or Wav2Lip's (.pth)")
+    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
+    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    p.add_argument("--resize_factor", type=int, default=1, help="shrink the frames by this factor first")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output for a photo")
+    p.add_argument("--static", action="store_true", help="use the first frame only and detect the face once")
+    p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames")
+    p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="a fixed face box instead of detection")
+    p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="crop the frames first (-1: to the edge)")
+    p.add_argument("--rotate", action="store_true", help="turn the frames 90 degrees clockwise first")
+    p.add_argument("--batch_size", "--wav2lip_batch_size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)

@@ -1,0 +1,343 @@
+"""``opflowtalker generate``: lip-sync any face video or photo to any speech, as Wav2Lip's inference does.
+
+The steps, streamed in chunks so memory stays bounded whatever the length:
+
+1. **Frames.** A photo is looped for the whole audio; a video plays at its own frame rate and, as
+   in Wav2Lip, is looped when the audio is longer and cut when it is shorter. ``crop``,
+   ``resize_factor`` and ``rotate`` change the frames first, as Wav2Lip's options of those names.
+2. **Faces.** dlib's detector and 68 landmarks on every frame (once for ``static``, never with a
+   fixed ``box``); the crop box is made exactly as the training crops were
+   (:func:`opflowtalker.preprocess.face_boxes`: landmarks' box, ``pads``, square) and averaged over
+   five frames unless ``nosmooth``. A frame with no face passes through unchanged and is counted.
+3. **Generation.** Windows of the model's length: the crops with their lower halves blanked, the
+   crops themselves as references (what Wav2Lip's inference passes), and the mel window of each
+   frame at the video's frame rate. Our checkpoints see RGB; Wav2Lip's published ``.pth`` sees BGR.
+4. **Blending.** The generated crop is resized back into the frame, and only its lower face is
+   taken, through a mask that fades over several pixels at its edges, so no seam shows where the
+   generated and the original pixels meet.
+5. **Output.** H.264 mp4 at the frames' size and rate, with the speech muxed in; as many frames as
+   the audio's mel windows, so the video lasts as long as the audio. The file appears only when
+   everything succeeded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from . import audio as audio_lib
+from .preprocess import PreprocessParams, crop_frame, face_boxes
+from .video import VideoError, VideoWriter, iter_frames, probe, read_image
+
+__all__ = ["GenerateError", "GenerateOptions", "Generator", "generate", "blend_mask", "IMAGE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class GenerateError(ValueError):
+    """Input that cannot be lip-synced; one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right at a 96-px face (Wav2Lip's)
+    resize_factor: int = 1  # shrink the frames by this factor first
+    fps: float = 25.0  # frame rate of the output for a photo
+    static: bool = False  # detect the face once (a photo, or a video whose first frame is used)
+    nosmooth: bool = False  # no averaging of the face box over time
+    box: tuple[int, int, int, int] | None = None  # a fixed face box: top, bottom, left, right (pixels)
+    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right of the frame; -1 = edge
+    rotate: bool = False  # turn frames 90 degrees clockwise first
+    batch_size: int = 16  # windows per forward pass
+    chunk_frames: int = 100  # frames read, generated and written at a time
+    precision: str = "fp32"  # or "bf16" (autocast; on CPUs with bf16 support it is about twice as fast)
+    smooth_window: int = 5
+    progress: bool = True
+
+
+def blend_mask(size: int, top: float = 0.45, feather: float = 0.08) -> np.ndarray:
+    """(size, size) weights in [0, 1]: 1 over the lower face of a crop (below ``top`` of its
+    height, inside the margins), falling smoothly to 0 over ``feather`` of the side at every edge."""
+    mask = np.zeros((size, size), np.float32)
+    margin = int(round(feather * size))
+    y0 = int(round(top * size))
+    mask[y0 + margin : size - margin, 2 * margin : size - 2 * margin] = 1.0
+    blur = max(3, 2 * margin + 1)
+    return cv2.GaussianBlur(mask, (blur, blur), margin / 1.5 if margin else 0)
+
+
+class Generator:
+    """A generator checkpoint ready for inference: ours (safetensors) or Wav2Lip's ``.pth``."""
+
+    def __init__(self, checkpoint: str | Path, precision: str = "fp32", device: str | None = None):
+        from .models.checkpoints import CheckpointError, load_model_checkpoint
+        from .models.opflowtalker import OpFlowTalker
+        from .models.wav2lip import Wav2Lip
+
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise GenerateError(f"checkpoint not found: {path}")
+        try:
+            model = load_model_checkpoint(path)
+        except CheckpointError as error:
+            raise GenerateError(str(error)) from None
+        if not isinstance(model, (OpFlowTalker, Wav2Lip)):
+            raise GenerateError(f"{path} holds a {type(model).__name__}, not a generator (OpFlowTalker or Wav2Lip)")
+        if precision not in ("fp32", "bf16"):
+            raise GenerateError(f"precision must be fp32 or bf16, not {precision!r}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.window = model.config.window if isinstance(model, OpFlowTalker) else 5
+        self.size = model.config.image_size if isinstance(model, OpFlowTalker) else 96
+        # Wav2Lip's published weights were trained on OpenCV's BGR frames; ours on RGB.
+        self.bgr = path.suffix.lower() != ".safetensors"
+        self.precision = precision
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray, mels: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """Generated crops (N, S, S, 3) uint8 for crops (N, S, S, 3) uint8 and mel windows (N, 80, 16)."""
+        n, t = len(crops), self.window
+        pad = (-n) % t
+        if pad:  # the last window is filled with copies of the last frame
+            crops = np.concatenate([crops, np.repeat(crops[-1:], pad, 0)])
+            mels = np.concatenate([mels, np.repeat(mels[-1:], pad, 0)])
+        frames = crops[..., ::-1] if self.bgr else crops
+        windows = frames.reshape(-1, t, *frames.shape[1:])
+        masked = windows.copy()
+        masked[:, :, self.size // 2 :] = 0
+        out = []
+        for i in range(0, len(windows), batch_size):
+            faces = np.concatenate([masked[i : i + batch_size], windows[i : i + batch_size]], axis=-1)
+            faces = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(0, 4, 1, 2, 3).float() / 255
+            audio = torch.from_numpy(mels.reshape(-1, t, 80, 16)[i : i + batch_size]).to(self.device).unsqueeze(2)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                generated = self.model(audio, faces)
+            generated = generated[0] if isinstance(generated, tuple) else generated
+            out.append((generated.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy())
+        result = np.concatenate(out).reshape(-1, self.size, self.size, 3)[:n]
+        return result[..., ::-1].copy() if self.bgr else result
+
+
+def _prepare_frame(frame: np.ndarray, options: GenerateOptions) -> np.ndarray:
+    if options.resize_factor > 1:
+        h, w = frame.shape[:2]
+        frame = cv2.resize(frame, (w // options.resize_factor, h // options.resize_factor), interpolation=cv2.INTER_AREA)
+    if options.rotate:
+        frame = cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)
+    top, bottom, left, right = options.crop
+    h, w = frame.shape[:2]
+    frame = frame[top : h if bottom == -1 else bottom, left : w if right == -1 else right]
+    if frame.size == 0:
+        raise GenerateError(f"--crop {options.crop} leaves nothing of a {w}x{h} frame")
+    return np.ascontiguousarray(frame)
+
+
+def _source_frames(face: Path, n_frames: int, options: GenerateOptions) -> tuple[Iterator[np.ndarray], float, bool]:
+    """(frames for every output frame, fps, is_still). Videos loop (re-read from the start) or are cut."""
+    if face.suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            image = _prepare_frame(read_image(face), options)
+        except VideoError as error:
+            raise GenerateError(str(error)) from None
+        return (image for _ in range(n_frames)), float(options.fps), True
+    try:
+        info = probe(face)
+    except VideoError as error:
+        raise GenerateError(str(error)) from None
+
+    def frames() -> Iterator[np.ndarray]:
+        produced = 0
+        if options.static:
+            first = _prepare_frame(next(iter_frames(face)), options)
+            yield from (first for _ in range(n_frames))
+            return
+        while produced < n_frames:
+            any_frame = False
+            for frame in iter_frames(face):
+                any_frame = True
+                yield _prepare_frame(frame, options)
+                produced += 1
+                if produced == n_frames:
+                    return
+            if not any_frame:
+                raise GenerateError(f"{face} contains no frames")
+
+    return frames(), info.fps, options.static
+
+
+class _FaceTracker:
+    """Boxes for a stream of frames: detection, then the training crops' geometry, then a moving
+    average over ``window`` frames (centred: each box waits for the next frames before it is used)."""
+
+    def __init__(self, options: GenerateOptions):
+        from .landmarks import LandmarkDetector
+
+        self.options = options
+        self.detector = LandmarkDetector("dlib")
+        self.params = PreprocessParams(pads=tuple(options.pads), smooth=1)
+        self.static_box: np.ndarray | None = None
+
+    def box(self, frame: np.ndarray) -> np.ndarray | None:
+        o = self.options
+        if o.box is not None:
+            top, bottom, left, right = o.box
+            return np.array([left, top, right, bottom], np.float32)
+        if o.static and self.static_box is not None:
+            return self.static_box
+        # dlib's HOG detector works on frames up to ~640 px; larger ones are searched downscaled.
+        scale = min(1.0, 640.0 / max(frame.shape[:2]))
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+        faces = self.detector.detect(small)
+        if not faces:
+            return None
+        landmarks = faces[0].landmarks / scale
+        box = face_boxes(landmarks[None], frame.shape, self.params)[0]
+        if o.static:
+            self.static_box = box
+        return box
+
+
+def _smoothed(boxes: list[np.ndarray | None], window: int) -> list[np.ndarray | None]:
+    """Each found box averaged with the found boxes within ``window // 2`` frames of it."""
+    half = window // 2
+    out = []
+    for i, box in enumerate(boxes):
+        if box is None:
+            out.append(None)
+            continue
+        near = [b for b in boxes[max(0, i - half) : i + half + 1] if b is not None]
+        out.append(np.mean(near, axis=0))
+    return out
+
+
+def _paste(frame: np.ndarray, generated: np.ndarray, box: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``frame`` with the generated crop of ``box`` blended in through ``mask``."""
+    full = int(round(box[2] - box[0]))
+    bx, by = int(round(box[0])), int(round(box[1]))
+    x0, y0 = max(0, bx), max(0, by)
+    x1, y1 = min(frame.shape[1], bx + full), min(frame.shape[0], by + full)
+    if full < 2 or x1 - x0 < 2 or y1 - y0 < 2:
+        return frame
+    patch = cv2.resize(generated, (full, full), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    weights = cv2.resize(mask, (full, full), interpolation=cv2.INTER_LINEAR)[..., None]
+    # A box clipped by the frame's edge takes the matching part of the crop.
+    inside = (slice(y0 - by, y1 - by), slice(x0 - bx, x1 - bx))
+    region = frame[y0:y1, x0:x1].astype(np.float32)
+    out = frame.copy()
+    w = weights[inside]
+    out[y0:y1, x0:x1] = np.clip(w * patch[inside] + (1 - w) * region, 0, 255).round().astype(np.uint8)
+    return out
+
+
+def _load_speech(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise GenerateError(f"audio file not found: {path}")
+    try:
+        wav = audio_lib.load_wav(path, audio_lib.WAV2LIP.sample_rate)
+    except audio_lib.AudioError as error:
+        raise GenerateError(str(error)) from None
+    if wav.size == 0 or not np.any(wav):
+        raise GenerateError(f"{path} has no audio samples (or only silence)")
+    return wav
+
+
+def generate(face: str | Path, speech: str | Path, checkpoint: str | Path, outfile: str | Path,
+             options: GenerateOptions = GenerateOptions()) -> dict:
+    """Lip-sync ``face`` (video or photo) to ``speech`` (audio, or a video's sound track) with the
+    generator in ``checkpoint``; write ``outfile`` (mp4). Returns a summary of what was done."""
+    face, speech, outfile = Path(face), Path(speech), Path(outfile)
+    if not face.is_file():
+        raise GenerateError(f"face file not found: {face}")
+    if outfile.suffix.lower() != ".mp4":
+        raise GenerateError(f"the output is an mp4 video; {outfile} does not end in .mp4")
+    if face.suffix.lower() in IMAGE_SUFFIXES:
+        options = dataclasses.replace(options, static=True)  # one photo: one detection
+    start = time.perf_counter()
+    wav = _load_speech(speech)
+    generator = Generator(checkpoint, options.precision)
+    mel = audio_lib.melspectrogram(wav)
+    # Frame rate first: a video keeps its own, a photo takes options.fps.
+    fps = float(options.fps) if face.suffix.lower() in IMAGE_SUFFIXES else probe_fps(face)
+    try:
+        n_frames = audio_lib.num_video_frames(mel, fps)
+    except audio_lib.AudioError as error:
+        raise GenerateError(str(error)) from None
+    frames, fps, _ = _source_frames(face, n_frames, options)
+    tracker = _FaceTracker(options)
+    mask = blend_mask(generator.size)
+    found = passed = 0
+    progress = _progress(n_frames, options.progress)
+    pending: deque = deque()  # frames read and detected, waiting for their smoothing neighbours
+    half = 0 if options.nosmooth else options.smooth_window // 2
+
+    with VideoWriter(outfile, fps, audio=(wav, audio_lib.WAV2LIP.sample_rate)) as writer:
+        index = 0
+        window_boxes: list = []
+        for frame in frames:
+            pending.append((index, frame, tracker.box(frame)))
+            index += 1
+            if len(pending) >= options.chunk_frames + 2 * half or index == n_frames:
+                last = index == n_frames
+                items = list(pending)
+                boxes = _smoothed(window_boxes + [b for _, _, b in items], 2 * half + 1)[len(window_boxes):]
+                ready = len(items) if last else len(items) - half
+                chunk = [(i, f, b) for (i, f, _), b in zip(items[:ready], boxes[:ready])]
+                f_, p_ = _generate_chunk(writer, generator, chunk, mel, fps, mask, options)
+                found, passed = found + f_, passed + p_
+                progress.update(len(chunk))
+                # Keep the boxes just written as the left context of the next chunk's smoothing.
+                window_boxes = [b for _, _, b in items[max(0, ready - half) : ready]]
+                for _ in range(ready):
+                    pending.popleft()
+        if found == 0:
+            raise GenerateError(f"no face found in any frame of {face}")
+    progress.close()
+    seconds = time.perf_counter() - start
+    return {"frames": n_frames, "faces": found, "passed_through": passed, "fps": fps,
+            "seconds": seconds, "frames_per_second": n_frames / seconds, "outfile": str(outfile)}
+
+
+def probe_fps(face: Path) -> float:
+    try:
+        return probe(face).fps
+    except VideoError as error:
+        raise GenerateError(str(error)) from None
+
+
+def _generate_chunk(writer: VideoWriter, generator: Generator, chunk, mel: np.ndarray, fps: float,
+                    mask: np.ndarray, options: GenerateOptions) -> tuple[int, int]:
+    with_face = [(i, f, b) for i, f, b in chunk if b is not None]
+    outputs = {}
+    if with_face:
+        crops = np.stack([crop_frame(f, b, generator.size) for _, f, b in with_face])
+        mels = np.stack([audio_lib.mel_window(mel, i, fps) for i, _, _ in with_face]).astype(np.float32)
+        generated = generator(crops, mels, options.batch_size)
+        for (i, f, b), g in zip(with_face, generated):
+            outputs[i] = _paste(f, g, b, mask)
+    writer.write(np.stack([outputs.get(i, f) for i, f, _ in chunk]))
+    return len(with_face), len(chunk) - len(with_face)
+
+
+class _progress:
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not enabled, desc="generate")
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,115 @@
+"""`opflowtalker generate`: a real photo and real speech in, an mp4 out; bad input, one line out."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from opflowtalker.audio import load_wav
+from opflowtalker.cli import main
+from opflowtalker.generate import GenerateOptions, Generator, blend_mask, generate
+from opflowtalker.models.checkpoints import save_safetensors
+from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
+from opflowtalker.models.syncnet import SyncNet
+from opflowtalker.models.wav2lip import Wav2Lip
+from opflowtalker.video import VideoWriter, probe, read_image, read_video
+
+from conftest import EXTERNAL
+
+PHOTO = EXTERNAL / "faces" / "hopper.png"
+SPEECH = EXTERNAL / "speech" / "Front_Center.wav"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_safetensors(OpFlowTalker(OpFlowTalkerConfig(width=0.0625)), path)
+    return path
+
+
+def test_a_photo_and_speech_give_an_h264_video_as_long_as_the_speech(tmp_path, checkpoint, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["generate", "--face", str(PHOTO), "--audio", str(SPEECH), "--checkpoint", str(checkpoint),
+                 "--outfile", str(out), "--quiet"]) == 0
+    assert "passed through" in capsys.readouterr().out
+    info = probe(out)
+    photo = read_image(PHOTO)
+    assert (info.height, info.width) == photo.shape[:2] and info.fps == 25.0 and info.audio_codec == "aac"
+    speech_seconds = len(load_wav(SPEECH)) / 16000
+    assert abs(info.duration - speech_seconds) <= 1.5 / 25
+    frames, _ = read_video(out)
+    # Only the lower face changes: the top of the photo comes through (up to H.264 rounding).
+    assert np.abs(frames[:, :100].astype(int) - photo[None, :100]).mean() < 3
+
+
+def test_a_video_longer_than_the_speech_is_cut_and_a_shorter_one_looped(tmp_path, checkpoint):
+    photo = read_image(PHOTO)[::2, ::2]
+    for seconds in (0.6, 3.0):
+        video = tmp_path / f"face_{seconds}.mp4"
+        with VideoWriter(video, 25) as writer:
+            writer.write(np.repeat(photo[None], int(seconds * 25), axis=0))
+        out = tmp_path / f"out_{seconds}.mp4"
+        summary = generate(video, SPEECH, checkpoint, out, GenerateOptions(progress=False, chunk_frames=8))
+        assert summary["frames"] == len(read_video(out)[0]) and summary["faces"] == summary["frames"]
+        assert abs(probe(out).duration - len(load_wav(SPEECH)) / 16000) <= 1.5 / 25
+
+
+def test_frames_without_a_face_pass_through_unchanged(tmp_path, checkpoint):
+    photo = read_image(PHOTO)[::2, ::2]
+    blank = np.full_like(photo, 128)
+    video = tmp_path / "mixed.mp4"
+    with VideoWriter(video, 25) as writer:
+        writer.write(np.stack([photo] * 10 + [blank] * 10 + [photo] * 10))
+    summary = generate(video, SPEECH, checkpoint, tmp_path / "out.mp4", GenerateOptions(progress=False))
+    assert summary["passed_through"] == 10 and summary["faces"] == summary["frames"] - 10
+
+
+def test_the_blend_mask_covers_the_lower_face_and_fades_at_its_edges():
+    mask = blend_mask(96)
+    assert mask[70, 48] == pytest.approx(1.0, abs=1e-3) and mask[10, 48] == 0 and mask[70, 0] == 0  # mouth: generated
+    column = mask[:, 48]
+    assert np.all(np.diff(column[30:70]) >= -1e-6)  # rises smoothly from the cheeks down
+    assert 0 < column[45] < 1
+
+
+def test_wav2lip_checkpoints_load_and_see_bgr_frames(tmp_path):
+    path = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in Wav2Lip().state_dict().items()}}, path)
+    generator = Generator(path)
+    assert generator.bgr and generator.window == 5
+    crops = np.zeros((3, 96, 96, 3), np.uint8)
+    assert generator(crops, np.zeros((3, 80, 16), np.float32)).shape == (3, 96, 96, 3)
+
+
+def _fails(capsys, *argv) -> str:
+    assert main(["generate", *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("opflowtalker generate: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_input_gets_one_line_and_leaves_no_output(tmp_path, checkpoint, capsys):
+    out = tmp_path / "out.mp4"
+    common = ["--checkpoint", str(checkpoint), "--outfile", str(out)]
+    assert "face file not found" in _fails(capsys, "--face", str(tmp_path / "none.mp4"), "--audio", str(SPEECH),
+                                           *common)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all" * 100)
+    assert "garbage.mp4" in _fails(capsys, "--face", str(garbage), "--audio", str(SPEECH), *common)
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(16000, np.float32), 16000)
+    assert "silent" in _fails(capsys, "--face", str(PHOTO), "--audio", str(silent), *common)
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, np.float32), 16000)
+    _fails(capsys, "--face", str(PHOTO), "--audio", str(empty), *common)
+    faceless = tmp_path / "wall.png"
+    from PIL import Image
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(faceless)
+    assert "no face found in any frame" in _fails(capsys, "--face", str(faceless), "--audio", str(SPEECH), *common)
+    expert = tmp_path / "syncnet.safetensors"
+    save_safetensors(SyncNet(0.125), expert)
+    assert "not a generator" in _fails(capsys, "--face", str(PHOTO), "--audio", str(SPEECH), "--checkpoint",
+                                       str(expert), "--outfile", str(out))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
