@@ -161,12 +161,19 @@ def _cmd_eval_flow(args: argparse.Namespace) -> None:
         print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
 
 
+def _is_main_process() -> bool:
+    """False on the other ranks of a torchrun job, which train but do not report."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _cmd_train_syncnet(args: argparse.Namespace) -> None:
     from .params import from_mapping, load_params
     from .training.syncnet import SyncNetTrainParams, train_syncnet
 
     params = from_mapping(SyncNetTrainParams, load_params(args.params).get("train_syncnet"), "params.yaml: train_syncnet")
     log = train_syncnet(args.prepared, args.out, params, args.run_dir or Path("runs/syncnet"))
+    if not _is_main_process():
+        return
     last = log["history"]["eval"][-1]
     print(f"syncnet: {log['steps']} steps in {log['seconds']:.0f} s; validation accuracy {last['accuracy']:.3f}, "
           f"BCE {last['bce']:.3f}")
@@ -179,6 +186,8 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
     params = variant_params(load_params(args.params).get("generators") or {}, args.variant)
     log = train_generator(args.variant, args.prepared, args.out, params, args.run_dir or Path(f"runs/{args.variant}"),
                           args.expert, args.flow_dir)
+    if not _is_main_process():
+        return
     last = log["history"]["eval"][-1]
     print(f"{args.variant}: {log['steps']} steps in {log['seconds']:.0f} s; "
           + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"))
@@ -193,6 +202,8 @@ def _cmd_train_lipreader(args: argparse.Namespace) -> None:
     dataset = params.get("dataset") or {}
     log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
                           args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"))
+    if not _is_main_process():
+        return
     print(f"lipreader: {log['steps']} steps in {log['seconds']:.0f} s; test WER {log['test']['wer']:.3f} "
           f"(chance: {log['chance']['majority_wer']:.3f} always saying the commonest words), CER {log['test']['cer']:.3f}")
 

@@ -43,7 +43,7 @@ from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
 from ..models.lipreader import BLANK, LipReader, LipReaderConfig, greedy_decode, load_lipreader, mouth_crops
 from .data import read_split_keys
-from .loop import LoopParams, fit
+from .loop import LoopParams, distributed, fit
 
 __all__ = [
     "LipReaderTrainParams", "LipReadingClips", "load_lipreading_clips", "sample_lipreader_batch",
@@ -260,6 +260,8 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
               out, run_dir, params.loop_params(),
               evaluate=lambda m: {k: v for k, v in evaluate_lipreader(m, val).items() if k != "n"},
               metadata={"model": "LipReader", "config": asdict(config), "train_params": _run_identity(params)})
+    if distributed().rank != 0:
+        return log  # rank 0 scores and reports
     model = load_lipreader(out)
     log.update({"load_seconds": load_seconds, "val": evaluate_lipreader(model, val),
                 "test": evaluate_lipreader(model, test), "chance": chance_level(train.transcripts, test.transcripts),
