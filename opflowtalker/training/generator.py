@@ -100,9 +100,7 @@ class GeneratorTrainParams:
         return self.ofs_weight > 0
 
     def loop(self) -> LoopParams:
-        return LoopParams(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                          checkpoint_every=self.checkpoint_every, log_every=self.log_every,
-                          threads=self.threads, precision=self.precision)
+        return LoopParams.of(self)
 
 
 def variant_params(group: dict, variant: str) -> GeneratorTrainParams:

@@ -89,9 +89,7 @@ class LipReaderTrainParams:
                                dropout=self.dropout, **extra)
 
     def loop_params(self) -> LoopParams:
-        return LoopParams(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                          checkpoint_every=self.checkpoint_every, log_every=self.log_every,
-                          eval_every=self.eval_every, threads=self.threads, clip=self.clip)
+        return LoopParams.of(self)
 
 
 @dataclass

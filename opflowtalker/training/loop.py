@@ -24,6 +24,7 @@ drawing ``n`` samples from the step's generator ``rng``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -65,6 +66,12 @@ class LoopParams:
             raise ValueError("need steps >= 0, batch_size >= 1, checkpoint_every >= 1 and log_every >= 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @classmethod
+    def of(cls, train_params) -> "LoopParams":
+        """The loop's share of a model's training parameters (a dataclass with the same field names)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dataclasses.asdict(train_params).items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,7 @@ class SyncNetTrainParams:
     precision: str = "auto"
 
     def loop(self) -> LoopParams:
-        return LoopParams(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                          checkpoint_every=self.checkpoint_every, log_every=self.log_every, threads=self.threads,
-                          precision=self.precision)
+        return LoopParams.of(self)
 
 
 def syncnet_accuracy(model: SyncNet, mels: torch.Tensor, faces: torch.Tensor, labels: torch.Tensor,
