@@ -262,12 +262,12 @@ def _cmd_tables(args: argparse.Namespace) -> None:
 def _cmd_generate(args: argparse.Namespace) -> None:
     from .generate import GenerateOptions, generate
 
+    # Wav2Lip's "--box -1 -1 -1 -1" means: detect.
+    box = tuple(args.box) if args.box and -1 not in args.box else None
     options = GenerateOptions(pads=tuple(args.pads), resize_factor=args.resize_factor, fps=args.fps,
-                              static=args.static, nosmooth=args.nosmooth, box=tuple(args.box) if args.box else None,
-                              crop=tuple(args.crop), rotate=args.rotate, batch_size=args.batch_size,
-                              precision=args.precision, progress=not args.quiet)
-    if options.box is not None and -1 in options.box:
-        options = GenerateOptions(**{**options.__dict__, "box": None})  # Wav2Lip's "-1 -1 -1 -1": detect
+                              static=args.static, nosmooth=args.nosmooth, box=box, crop=tuple(args.crop),
+                              rotate=args.rotate, batch_size=args.batch_size, precision=args.precision,
+                              progress=not args.quiet)
     summary = generate(args.face, args.audio, args.checkpoint, args.outfile, options)
     print(f"wrote {summary['outfile']}: {summary['frames']} frames at {summary['fps']:g} fps, face in "
           f"{summary['faces']} ({summary['passed_through']} passed through unchanged), "

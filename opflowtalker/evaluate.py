@@ -34,9 +34,11 @@ import torch
 from torch import nn
 
 from .datasets import read_dataset
+from .files import write_npz_atomic
 from .metrics import fid as fid_metrics
 from .metrics.image import MetricUnavailable, psnr, ssim
 from .metrics.landmarks import detect_crop_landmarks, lmd
+from .metrics.lpips import lpips_distance
 from .metrics.sync import clip_sync_scores
 from .metrics.text import text_scores, vtcs
 from .models.checkpoints import load_model_checkpoint
@@ -113,12 +115,15 @@ def _every(frames: np.ndarray, step: int) -> np.ndarray:
     return frames[::max(1, step)]
 
 
-def _optional(compute) -> tuple[float | None, str | None]:
-    """(value, None) or (None, the reason it could not run), for the metrics that need weight files."""
+def _optional(compute, configured) -> float | None:
+    """A metric that needs weight files: None when they are not configured or cannot be read (the
+    row's ``unavailable`` says why)."""
+    if not configured:
+        return None
     try:
-        return float(compute()), None
-    except MetricUnavailable as error:
-        return None, str(error)
+        return float(compute())
+    except MetricUnavailable:
+        return None
 
 
 def evaluate_reference(prepared: str | Path, dataset: dict, expert_path: str | Path, lipreader_path: str | Path,
@@ -143,10 +148,9 @@ def evaluate_reference(prepared: str | Path, dataset: dict, expert_path: str | P
         embeddings.append(fid_metrics.face_embeddings(_every(clip.faces, params.fd_frame_step)))
         sync.append(clip_sync_scores(expert, clip.faces, clip.mel, clip.fps, bgr=False))
     keys = [c.key for c in clips]
-    np.savez(_tmp(out_npz), keys=np.array(keys), embeddings=np.concatenate(embeddings),
-             speech=np.array(speech), lip_gt=np.array(lip_gt), truth=np.array(truth),
-             **{f"landmarks/{k}": v for k, v in landmarks.items()})
-    Path(_tmp(out_npz)).replace(out_npz)
+    write_npz_atomic(out_npz, {"keys": np.array(keys), "embeddings": np.concatenate(embeddings),
+                               "speech": np.array(speech), "lip_gt": np.array(lip_gt), "truth": np.array(truth),
+                               **{f"landmarks/{k}": v for k, v in landmarks.items()}}, compressed=False)
     text = text_scores(lip_gt, speech)
     row = {"variant": "ground_truth", "label": "Ground Truth", "clips": len(clips),
            "frames": int(sum(len(c) for c in clips)), "psnr": 100.0, "ssim": 1.0, "fd_face": 0.0,
@@ -170,12 +174,6 @@ def _unavailable(params: EvalParams) -> dict[str, str]:
     if not (params.lpips_backbone and params.lpips_linear):
         missing["lpips"] = "needs AlexNet and LPIPS linear-layer weights (evaluate.lpips_backbone, lpips_linear)"
     return missing
-
-
-def _tmp(path: str | Path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return str(path.with_name(f".{path.stem}.tmp.npz"))
 
 
 def load_reference(path: str | Path) -> dict:
@@ -217,9 +215,10 @@ def evaluate_generator(variant: str, label: str, checkpoint: str | Path, prepare
     real_all, fake_all = np.concatenate(real), np.concatenate(fake)
     speech, lip_gt = [str(s) for s in ref["speech"]], [str(s) for s in ref["lip_gt"]]
     landmark_scores = lmd(np.concatenate(fake_lm), np.concatenate(real_lm))
-    fid_value, _ = _optional(lambda: fid_metrics.inception_fid(real_all, fake_all, params.inception_weights)
-                             if params.inception_weights else _raise_unavailable("fid"))
-    lpips_value, _ = _optional(lambda: _lpips(fake_all, real_all, params))
+    fid_value = _optional(lambda: fid_metrics.inception_fid(real_all, fake_all, params.inception_weights),
+                          params.inception_weights)
+    lpips_value = _optional(lambda: lpips_distance(fake_all, real_all, params.lpips_backbone, params.lpips_linear),
+                            params.lpips_backbone and params.lpips_linear)
     row = {"variant": variant, "label": label, "clips": len(clips), "frames": int(len(real_all)),
            "psnr": psnr(fake_all, real_all), "ssim": ssim(fake_all, real_all),
            "fd_face": fid_metrics.frechet_distance_from_features(ref["embeddings"], np.concatenate(embeddings)),
@@ -233,19 +232,7 @@ def evaluate_generator(variant: str, label: str, checkpoint: str | Path, prepare
            "unavailable": _unavailable(params), "params": asdict(params),
            "seconds": time.perf_counter() - start}
     if frames_out is not None:
-        np.savez_compressed(_tmp(frames_out), generated=strip, real=clips[0].faces[: params.strip_frames],
-                            clip=np.array(clips[0].key))
-        Path(_tmp(frames_out)).replace(frames_out)
+        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames],
+                                      "clip": np.array(clips[0].key)})
     return row
 
-
-def _raise_unavailable(name: str):
-    raise MetricUnavailable(f"{name} is not configured")
-
-
-def _lpips(fake: np.ndarray, real: np.ndarray, params: EvalParams) -> float:
-    from .metrics.lpips import lpips_distance
-
-    if not (params.lpips_backbone and params.lpips_linear):
-        raise MetricUnavailable("LPIPS weights are not configured")
-    return lpips_distance(fake, real, params.lpips_backbone, params.lpips_linear)

@@ -5,7 +5,9 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["write_text_atomic", "write_json_atomic"]
+import numpy as np
+
+__all__ = ["write_text_atomic", "write_json_atomic", "write_npz_atomic"]
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -19,3 +21,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, data) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> Path:
+    """Arrays to ``path`` (.npz) through a temporary file beside it, removed whatever happens."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

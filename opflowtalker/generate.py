@@ -33,7 +33,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 import torch
-from torch import nn
+from tqdm import tqdm
 
 from . import audio as audio_lib
 from .preprocess import PreprocessParams, crop_frame, face_boxes
@@ -144,18 +144,14 @@ def _prepare_frame(frame: np.ndarray, options: GenerateOptions) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def _source_frames(face: Path, n_frames: int, options: GenerateOptions) -> tuple[Iterator[np.ndarray], float, bool]:
-    """(frames for every output frame, fps, is_still). Videos loop (re-read from the start) or are cut."""
+def _source_frames(face: Path, n_frames: int, options: GenerateOptions) -> Iterator[np.ndarray]:
+    """The frame for every output frame: a photo repeated; a video looped (re-read from the start) or cut."""
     if face.suffix.lower() in IMAGE_SUFFIXES:
         try:
             image = _prepare_frame(read_image(face), options)
         except VideoError as error:
             raise GenerateError(str(error)) from None
-        return (image for _ in range(n_frames)), float(options.fps), True
-    try:
-        info = probe(face)
-    except VideoError as error:
-        raise GenerateError(str(error)) from None
+        return (image for _ in range(n_frames))
 
     def frames() -> Iterator[np.ndarray]:
         produced = 0
@@ -174,7 +170,7 @@ def _source_frames(face: Path, n_frames: int, options: GenerateOptions) -> tuple
             if not any_frame:
                 raise GenerateError(f"{face} contains no frames")
 
-    return frames(), info.fps, options.static
+    return frames()
 
 
 class _FaceTracker:
@@ -274,11 +270,11 @@ def generate(face: str | Path, speech: str | Path, checkpoint: str | Path, outfi
         n_frames = audio_lib.num_video_frames(mel, fps)
     except audio_lib.AudioError as error:
         raise GenerateError(str(error)) from None
-    frames, fps, _ = _source_frames(face, n_frames, options)
+    frames = _source_frames(face, n_frames, options)
     tracker = _FaceTracker(options)
     mask = blend_mask(generator.size)
     found = passed = 0
-    progress = _progress(n_frames, options.progress)
+    progress = tqdm(total=n_frames, unit="frame", file=sys.stderr, disable=not options.progress, desc="generate")
     pending: deque = deque()  # frames read and detected, waiting for their smoothing neighbours
     half = 0 if options.nosmooth else options.smooth_window // 2
 
@@ -329,15 +325,3 @@ def _generate_chunk(writer: VideoWriter, generator: Generator, chunk, mel: np.nd
     writer.write(np.stack([outputs.get(i, f) for i, f, _ in chunk]))
     return len(with_face), len(chunk) - len(with_face)
 
-
-class _progress:
-    def __init__(self, total: int, enabled: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not enabled, desc="generate")
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()

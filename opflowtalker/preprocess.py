@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 
 from . import audio, video
 from .datasets import Clip, read_dataset
+from .files import write_npz_atomic, write_text_atomic
 from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
 
@@ -342,22 +342,6 @@ def preprocess_clip(clip: Clip, params: PreprocessParams = PreprocessParams()) -
 # ---------------------------------------------------------------- a dataset
 
 
-def _temporary(path: Path) -> Path:
-    # Beside the target, so that os.replace is a rename within one file system.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _is_done(clip: Clip, out_path: Path) -> bool:
     return out_path.is_file() and out_path.stat().st_mtime_ns >= Path(clip.video).stat().st_mtime_ns
 
@@ -369,7 +353,7 @@ def _run_clip(job: tuple[Clip, PreprocessParams, str]) -> dict:
         arrays = preprocess_clip(clip, params)
     except NoFaceError as why:
         return {"status": "no_face", "why": str(why), "frames": 0, "not_found": 0}
-    _write_npz(Path(out_path), arrays)
+    write_npz_atomic(Path(out_path), arrays)
     return {"status": "written", "frames": len(arrays["faces"]),
             "not_found": int((~arrays["face_found"]).sum()), "seconds": time.perf_counter() - start}
 
@@ -427,12 +411,7 @@ def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("tr
     for split, split_clips in clips.items():
         keys = [c.key for c in split_clips if (split, c.key) not in dropped]
         summary["splits"][split]["clips"] = len(keys)
-        _write_text(out / f"{split}.txt", "".join(k + "\n" for k in keys))
+        write_text_atomic(out / f"{split}.txt", "".join(k + "\n" for k in keys))
     summary["seconds"] = time.perf_counter() - start
     return summary
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = _temporary(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -169,7 +169,7 @@ def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, his
     save_safetensors(tensors, path, metadata=meta)
 
 
-def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str
+def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str, steps: int
                  ) -> tuple[int, dict, float, dict] | None:
     if not path.is_file():
         return None
@@ -180,6 +180,9 @@ def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: s
         return None
     if meta.get("fingerprint") != fingerprint:
         log.warning("%s belongs to another configuration; starting afresh", path)
+        return None
+    if int(meta["step"]) > steps:
+        log.warning("%s holds %d steps, more than the %d asked for; starting afresh", path, meta["step"], steps)
         return None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
@@ -237,15 +240,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     autocast, amp_dtype = _autocast(params.precision, dist.device)
     scaler = torch.amp.GradScaler(dist.device.type) if amp_dtype == torch.float16 else None
     fingerprint = _fingerprint(name, params, metadata)
-    _fresh_state = {k: v.clone() for k, v in model.state_dict().items()}
     resume_path = run_dir / "resume.safetensors"
-    resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint)
-    if resumed and resumed[0] > params.steps:
-        log.warning("%s holds %d steps, more than the %d asked for; starting afresh", resume_path, resumed[0],
-                    params.steps)
-        model.load_state_dict(_fresh_state)
-        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999))
-        resumed = None
+    resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint, params.steps)
     start, history, seconds, pending = resumed if resumed else (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
     if resumed:
         log.info("%s: resuming at step %d from %s", name, start, resume_path)
