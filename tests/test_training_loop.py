@@ -232,6 +232,17 @@ def test_a_changed_configuration_does_not_resume_someone_elses_run(tmp_path):
     assert other_meta["resumed_from"] == 0
 
 
+def test_a_finished_run_longer_than_asked_is_not_passed_off_as_a_shorter_one(tmp_path):
+    out, run_dir = tmp_path / "m.safetensors", tmp_path / "run"
+    fit("m", _linear(), _mse, _regression, out, run_dir,
+        LoopParams(steps=6, batch_size=4, lr=1e-2, checkpoint_every=2, log_every=2, threads=1))
+    shorter = fit("m", _linear(), _mse, _regression, out, run_dir,
+                  LoopParams(steps=4, batch_size=4, lr=1e-2, checkpoint_every=2, log_every=2, threads=1))
+    fresh = fit("m", _linear(), _mse, _regression, tmp_path / "f.safetensors", tmp_path / "fresh",
+                LoopParams(steps=4, batch_size=4, lr=1e-2, checkpoint_every=2, log_every=2, threads=1))
+    assert shorter["resumed_from"] == 0 and shorter["history"] == fresh["history"]
+
+
 def test_under_torchrun_with_two_processes_training_uses_ddp_and_both_ranks_hold_identical_weights(tmp_path):
     script = _load_script(tmp_path / "train_ddp.py", DDP_SCRIPT)
     started = time.perf_counter()
