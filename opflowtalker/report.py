@@ -18,6 +18,8 @@ JSON and NPZ outputs into what the chapter draws and says:
   condition for the lip-readability and sync metrics built on them to mean anything.
 * :func:`stage_minutes`: the wall time of each stage of the last ``dvc repro``, in pipeline order.
 * :func:`frame_strip_rows`: the rows of a Figure-3-style strip, real frames on top.
+* :func:`loudness_per_frame`, :func:`lip_sync_row` and :func:`lip_sync_sentence`: whether a
+  generated mouth opens with the speech (the generate chapter), from a lip gap per frame.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from .tables import format_cell
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
            "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
-           "syncnet_verdict", "stage_minutes", "frame_strip_rows"]
+           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "loudness_per_frame", "lip_sync_row",
+           "lip_sync_sentence"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
 PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
@@ -331,3 +334,65 @@ def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None
     real = next(iter(frames.values()))["real"]
     rows = [list(real[:n])] + [list(f["generated"][:n]) for f in frames.values()]
     return rows, ["real", *frames]
+
+
+# --- Does a generated mouth move with the speech? (the generate chapter) ---------------------------
+
+def loudness_per_frame(wav: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> np.ndarray:
+    """RMS of the samples under each video frame (0 past the end of the speech)."""
+    hop = int(round(sample_rate / fps))
+    return np.array([np.sqrt(np.mean(wav[i * hop:(i + 1) * hop] ** 2)) if i * hop < len(wav) else 0.0
+                     for i in range(n_frames)])
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else float("nan")
+
+
+def lip_sync_row(gap: np.ndarray, rms: np.ndarray, fps: float, silence: float = 0.1) -> dict[str, float]:
+    """How a lip gap per frame follows the loudness per frame: r, the best r with the mouth shifted up
+    to 0.2 s either way (a mel window spans the next 0.2 s of speech) and that shift, the gap's
+    spread, and the mean gap in speech and in silence (frames under ``silence`` of the loudest)."""
+    n = min(len(gap), len(rms))
+    gap, rms = np.asarray(gap[:n], float), np.asarray(rms[:n], float)
+    max_shift = int(round(0.2 * fps))
+    shifted = {s: _correlation(gap[max(0, -s):n - max(0, s)], rms[max(0, s):n - max(0, -s)])
+               for s in range(-max_shift, max_shift + 1)}
+    best = max(shifted, key=lambda s: shifted[s] if np.isfinite(shifted[s]) else -np.inf)
+    silent = rms < silence * rms.max()
+    return {"r (lip gap, loudness)": _correlation(gap, rms), "best r within ±0.2 s": shifted[best],
+            "mouth ahead of sound (ms)": 1000 * best / fps, "lip gap s.d. (px)": gap.std(),
+            "mean gap, speech (px)": gap[~silent].mean() if (~silent).any() else float("nan"),
+            "mean gap, silence (px)": gap[silent].mean() if silent.any() else float("nan")}
+
+
+def _strength(r: float) -> str:
+    if not np.isfinite(r):
+        return "cannot be computed"
+    if r >= 0.5:
+        return f"is {r:.2f}, clearly positive: the mouth opens with the loud parts"
+    if r >= 0.3:
+        return f"is {r:.2f}, moderately positive"
+    if r >= 0.1:
+        return f"is {r:.2f}, weakly positive"
+    if r > -0.1:
+        return f"is {r:.2f}: no relation to speak of"
+    return f"is {r:.2f}, negative: the mouth is more closed when the speech is louder, the opposite of speaking"
+
+
+def lip_sync_sentence(label: str, row: Mapping[str, float], n_frames: int) -> str:
+    """One Markdown sentence on a :func:`lip_sync_row`; a mouth that hardly moves (gap s.d. under
+    0.5 px) is said to, whatever its correlation."""
+    r, sd = row["r (lip gap, loudness)"], row["lip gap s.d. (px)"]
+    if sd < 0.5:
+        return (f"**{label}**: the mouth hardly moves (its lip gap varies by {sd:.2f} px, s.d.), so its "
+                f"correlation with the loudness (r = {r:.2f}) says little.")
+    opens = ("is more open in speech than in the pauses"
+             if row["mean gap, speech (px)"] > row["mean gap, silence (px)"] + 0.5 * sd
+             else "is not more open in speech than in the pauses")
+    ahead = row["mouth ahead of sound (ms)"]
+    lead = ("" if ahead == 0 else
+            f" (the best match within ±0.2 s is r = {row['best r within ±0.2 s']:.2f}, with the mouth "
+            f"{abs(ahead):.0f} ms {'ahead of' if ahead > 0 else 'behind'} the sound)")
+    return (f"**{label}**: the correlation of lip gap and loudness over the {n_frames} frames "
+            f"{_strength(r)}{lead}; the gap varies by {sd:.1f} px (s.d.) and the mouth {opens}.")

@@ -195,3 +195,32 @@ def test_a_safetensors_checkpoint_rebuilds_the_same_opflowtalker(tmp_path):
     audio, faces = torch.randn(1, 5, 1, 80, 16), torch.rand(1, 6, 5, 96, 96)
     with torch.no_grad():
         assert torch.equal(model(audio, faces)[0], loaded.eval()(audio, faces)[0])
+
+
+def test_sampling_noise_starts_small_so_the_audio_is_heard_first():
+    torch.manual_seed(0)
+    aug = AudioAugmentation(16, 8, 4, init_sigma=0.1)
+    f_audio = torch.randn(1, 16).expand(20000, 16)
+    sampled, _ = aug(f_audio, sample=True)
+    mean, _ = aug(f_audio, sample=False)
+    spread = (sampled[:, :8] - mean[:, :8]).std(dim=0)
+    torch.testing.assert_close(spread, torch.full((8,), 0.1), atol=0.005, rtol=0)
+    # The concatenated noise z is standard normal whatever sigma is.
+    torch.testing.assert_close(sampled[:, 8:].std(dim=0), torch.ones(4), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("flow_skip", [True, False])
+def test_flow_skip_carries_the_audio_to_the_decoder_past_the_fusion(flow_skip):
+    # With the fusion's output fixed (its last projection zeroed), only the skip can bring the audio
+    # to the frames (the motion field, another audio path, is switched off here).
+    model = _model(flow_skip=flow_skip, explicit_motion=False)
+    audio, faces = _window(model.config)
+    torch.nn.init.zeros_(model.sequential_fusion.out_proj.weight)
+    _calibrated(model, audio, faces)
+    other = torch.randn_like(audio)
+    with torch.no_grad():
+        change = (model(audio, faces)[0] - model(other, faces)[0]).abs().max()
+    if flow_skip:
+        assert change > 1e-4
+    else:
+        assert change == 0

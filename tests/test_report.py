@@ -17,7 +17,7 @@ import pytest
 from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows,
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
-                                 winner_mask)
+                                 winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame)
 from opflowtalker.tables import format_cell
 
 COLUMNS = [{"key": "psnr", "heading": "PSNR ↑", "higher_is_better": True},
@@ -217,3 +217,25 @@ def test_variant_labels_keep_the_files_order():
     assert variant_labels(params) == {"wav2lip": "Wav2Lip (baseline)", "full": "full"}
     with pytest.raises(ReportError):
         variant_labels({})
+
+
+def test_lip_sync_row_finds_a_mouth_that_opens_two_frames_before_the_sound():
+    rng = np.random.default_rng(0)
+    rms = 0.5 + np.abs(rng.normal(size=200))
+    rms[50:70] = 0.0  # a pause
+    gap = 3.0 * np.roll(rms, -2)  # the mouth two frames ahead
+    row = lip_sync_row(gap, rms, fps=25.0)
+    assert row["best r within ±0.2 s"] == pytest.approx(1.0, abs=0.02)
+    assert row["mouth ahead of sound (ms)"] == 80.0
+    assert row["r (lip gap, loudness)"] < 0.5
+    assert row["mean gap, silence (px)"] < row["mean gap, speech (px)"]
+    text = lip_sync_sentence("M", row, 200)
+    assert "80 ms ahead of" in text and "is more open in speech" in text
+
+
+def test_a_mouth_that_does_not_move_is_said_to_hardly_move():
+    rms = np.abs(np.random.default_rng(1).normal(size=100))
+    row = lip_sync_row(np.full(100, 4.0), rms, fps=25.0)
+    assert np.isnan(row["r (lip gap, loudness)"]) and row["lip gap s.d. (px)"] == 0
+    assert "hardly moves" in lip_sync_sentence("M", row, 100)
+    np.testing.assert_allclose(loudness_per_frame(np.ones(1280), 16000, 25.0, 3), [1.0, 1.0, 0.0])

@@ -10,7 +10,7 @@ import yaml
 
 from opflowtalker.cli import main
 from opflowtalker.evaluate import generate_clip, reference_windows
-from opflowtalker.losses import OFS_ALPHA
+from opflowtalker.losses import OFS_ALPHA, ofs_loss
 from opflowtalker.params import ParamsError, load_params, merge
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
 from opflowtalker.training.data import PreparedClip, generator_batch
@@ -98,6 +98,29 @@ def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
     wav2lip = build_generator(baseline)
     assert type(wav2lip).__name__ == "Wav2Lip" and wav2lip.config == {"width": 0.0625}
     assert set(GeneratorLoss(baseline, None, None)(wav2lip, batch, 0)) == {"l1", "kl", "loss"}
+
+
+def test_ofs_windows_scores_the_first_windows_of_the_batch_only():
+    batch = generator_batch([_clip(), _clip(seed=1)], np.random.default_rng(0), 3, 5)
+
+    class FlowByDifference(torch.nn.Module):
+        def forward(self, a, b):
+            return ((b - a).mean(dim=1, keepdim=True) / 255.0).expand(-1, 2, -1, -1)
+
+    flow_net = FlowByDifference().eval()
+    params = _params(ofs_windows=1)
+    torch.manual_seed(0)
+    model = build_generator(params).eval()
+    terms = GeneratorLoss(params, expert=None, flow_net=flow_net)(model, batch, step=0)
+    with torch.no_grad():
+        frames, _ = model(batch.audio, batch.faces)
+    alpha = OFS_AREAS[params.ofs_area] if params.mouth_start_step <= 0 else 0.0
+    first = ofs_loss(frames[:1], batch.flow[:1], batch.valid[:1], batch.mouth[:1], flow_net, alpha=alpha)
+    every = ofs_loss(frames, batch.flow, batch.valid, batch.mouth, flow_net, alpha=alpha)
+    torch.testing.assert_close(terms["ofs"], first)
+    assert not torch.isclose(first, every)
+    with pytest.raises(ParamsError, match="ofs_windows"):
+        _params(ofs_windows=-1)
 
 
 def test_ofs_area_rows_set_alpha_of_eq7():

@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from opflowtalker.losses import mouth_masks
 from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
 from opflowtalker.training.data import PreparedClip, generator_batch, lower_half_masked, syncnet_batch
 from opflowtalker.training.loop import LoopParams, fit, step_seed
@@ -436,6 +437,68 @@ def test_generator_batch_shows_masked_targets_a_reference_window_of_the_same_cli
         mouth = batch.mouth[b]
         assert bool(mouth.flatten(1).any(dim=1).all())
         assert not bool(mouth[:, : H // 2 - 2].any()) and float(mouth.float().mean()) < 0.5
+
+
+def test_a_mirrored_window_mirrors_its_reference_masks_and_flow_and_negates_the_horizontal_flow():
+    clips = [_clip("a", 9, 1), _clip("b", 12, 2)]
+    batch = generator_batch(clips, np.random.default_rng(3), 4, WINDOW, flip=1.0)
+    T = WINDOW
+    for b in range(4):
+        target = _as_uint8(batch.target[b])[:, :, ::-1]
+        c, start = _locate(clips, target[0])
+        clip = clips[c]
+        np.testing.assert_array_equal(target, clip.faces[start : start + T])
+        reference = _as_uint8(batch.faces[b, 3:])[:, :, ::-1]
+        rc, ref_start = _locate(clips, reference[0])
+        assert rc == c and ref_start != start
+        mouth = mouth_masks(clip.landmarks[start : start + T], SIZE, dilate=3)[:, :, ::-1]
+        np.testing.assert_array_equal(batch.mouth[b].numpy(), mouth)
+        np.testing.assert_array_equal(batch.valid[b].numpy(), clip.valid[start : start + T - 1][:, :, ::-1])
+        flow = clip.flow[start : start + T - 1].astype(np.float32)[:, :, ::-1]
+        np.testing.assert_array_equal(batch.flow[b, :, 0].numpy(), -flow[..., 0])
+        np.testing.assert_array_equal(batch.flow[b, :, 1].numpy(), flow[..., 1])
+        # The audio is not mirrored.
+        np.testing.assert_array_equal(batch.audio[b, :, 0].numpy(), clip.mels[start : start + T])
+
+
+def test_mirrored_flow_still_carries_a_frame_onto_the_next():
+    # A bright column moving right by 2 px moves left by 2 px in the mirror image.
+    faces = np.zeros((6, SIZE, SIZE, 3), np.uint8)
+    for t in range(6):
+        faces[t, :, 4 + 2 * t] = 255
+    flow = np.zeros((5, SIZE, SIZE, 2), np.float16)
+    flow[..., 0] = 2.0
+    clip = _clip("a", 6, 1)
+    clip.faces, clip.flow, clip.valid = faces, flow, np.ones((5, SIZE, SIZE), bool)
+    batch = generator_batch([clip], np.random.default_rng(0), 1, WINDOW, flip=1.0)
+    column = lambda frame: int(np.argmax(frame[0, 0].numpy().sum(0)))  # noqa: E731
+    first, second = column(batch.target[0, :, 0:1]), column(batch.target[0, :, 1:2])
+    assert second == first + int(batch.flow[0, 0, 0, 0, 0]) and int(batch.flow[0, 0, 0, 0, 0]) == -2
+
+
+def test_colour_jitter_scales_a_window_and_its_reference_alike_and_keeps_the_lower_half_black():
+    clips = [_clip("a", 9, 1), _clip("b", 12, 2)]
+    plain = generator_batch(clips, np.random.default_rng(5), 6, WINDOW)
+    jittered = generator_batch(clips, np.random.default_rng(5), 6, WINDOW, color_jitter=0.2)
+    H = SIZE
+    assert float(jittered.faces.min()) >= 0.0 and float(jittered.faces.max()) <= 1.0
+    assert torch.equal(jittered.faces[:, :3, :, H // 2 :], torch.zeros_like(jittered.faces[:, :3, :, H // 2 :]))
+    changed = 0
+    for b in range(6):
+        # Where nothing saturates, each channel of the target and of the reference is scaled by one factor.
+        for c in range(3):
+            t0, t1 = plain.target[b, c], jittered.target[b, c]
+            r0, r1 = plain.faces[b, 3 + c], jittered.faces[b, 3 + c]
+            keep = (t0 > 0.05) & (t1 < 0.999)
+            gain = float((t1[keep] / t0[keep]).median())
+            assert 0.81 < gain < 1.23
+            torch.testing.assert_close(t1[keep], (t0 * gain)[keep], atol=2e-6, rtol=1e-5)
+            keep_r = (r0 > 0.05) & (r1 < 0.999)
+            torch.testing.assert_close(r1[keep_r], (r0 * gain)[keep_r], atol=2e-6, rtol=1e-5)
+            changed += abs(gain - 1) > 1e-3
+    assert changed >= 12
+    # What the generator must produce is the jittered target.
+    torch.testing.assert_close(jittered.faces[:, :3, :, : H // 2], jittered.target[:, :, :, : H // 2])
 
 
 def test_generator_batch_without_flow_and_is_a_function_of_the_generator():

@@ -18,7 +18,11 @@ comes out, with an auxiliary dict (see :meth:`OpFlowTalker.forward`). The paper'
   causal Transformer over the T frames of the window, turns [f_ref, f_flow] into f_pre.
 * Facial reconstruction: a U-Net decoder from f_pre with skip connections from the masked and the
   (warped) reference features at every scale, the reference image appended before the output
-  convolution to hold the identity.
+  convolution to hold the identity. Beyond the paper (``flow_skip``), f_flow enters the decoder
+  beside f_pre, as Wav2Lip's audio embedding enters its decoder beside the face embedding: through
+  the Transformer alone, whose residual stream starts as f_ref, the audio reached the decoder so
+  weakly that 150-step models gave the same mouth for any audio (f_pre changed by 0.03-0.1% when
+  the audio of another window was swapped in).
 
 Each part can be switched off for the ablations of Table 3d; see :class:`OpFlowTalkerConfig`.
 
@@ -31,6 +35,7 @@ the Transformer's included, so that ``width=0.25`` (about 4M parameters) trains 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -82,6 +87,7 @@ class OpFlowTalkerConfig:
     flow_predictor: bool = True
     sequential_fusion: bool = True
     explicit_motion: bool = True  # part of the flow predictor: off whenever flow_predictor is off
+    flow_skip: bool = True  # f_flow also enters the decoder beside f_pre (see FaceDecoder)
     append_reference: bool = True
 
     def __post_init__(self):
@@ -151,12 +157,21 @@ class AudioAugmentation(nn.Module):
 
     With ``sample`` false (the default in eval mode) eps and z are replaced by their mean, zero,
     so that inference is deterministic; sampling in eval mode gives the paper's diverse outputs.
+
+    The standard deviation starts at ``init_sigma`` (0.1), not at the 1 of a default-initialised
+    log-variance layer: with sigma near 1 and a freshly initialised mean near 0, the first steps see
+    only noise on the audio path, the decoder learns to ignore it, and the KL term then pulls the
+    mean to 0 for good (a 150-step model trained that way gave the same frames for any audio).
+    Starting small, the audio is heard first; the KL term then widens sigma as far as the
+    reconstruction allows.
     """
 
-    def __init__(self, in_dim: int, latent_dim: int, noise_dim: int):
+    def __init__(self, in_dim: int, latent_dim: int, noise_dim: int, init_sigma: float = 0.1):
         super().__init__()
         self.mu = nn.Linear(in_dim, latent_dim)
         self.logvar = nn.Linear(in_dim, latent_dim)
+        nn.init.zeros_(self.logvar.weight)
+        nn.init.constant_(self.logvar.bias, 2.0 * math.log(init_sigma))
         self.noise_dim = noise_dim
         self.out_dim = latent_dim + noise_dim
 
@@ -352,7 +367,7 @@ class FaceDecoder(nn.Module):
     reference image (and its warp) is appended before the output convolution.
     """
 
-    def __init__(self, config: OpFlowTalkerConfig):
+    def __init__(self, config: OpFlowTalkerConfig, flow_dim: int = 0):
         super().__init__()
         c = config.ch
         enc = [c(ch) for ch, _ in _ENCODER[config.image_size]]
@@ -360,7 +375,7 @@ class FaceDecoder(nn.Module):
         sizes = config.level_sizes
         self.sizes = sizes
         self.skip_fusion = nn.ModuleList([Conv2d(2 * e, e, 1, 1, 0) for e in enc])
-        blocks = [nn.Sequential(Conv2d(enc[-1], dec[-1][0], 1, 1, 0))]
+        blocks = [nn.Sequential(Conv2d(enc[-1] + flow_dim, dec[-1][0], 1, 1, 0))]
         for i in range(len(sizes) - 2, -1, -1):
             cin, (cout, n_res) = dec[i + 1][0] + enc[i + 1], dec[i]
             if i == len(sizes) - 2:  # 1x1 -> 3x3 (4x4 at 256 px)
@@ -376,12 +391,15 @@ class FaceDecoder(nn.Module):
         self.append_reference = config.append_reference
         self.motion_size = config.image_size // config.motion_stride
 
-    def forward(self, f_pre, masked_feats, ref_feats, reference, motion_decoder=None):
-        """f_pre (N, C); features finest first, (N, C_l, s_l, s_l); reference (N, 3, H, W).
+    def forward(self, f_pre, masked_feats, ref_feats, reference, motion_decoder=None, f_flow=None):
+        """f_pre (N, C); features finest first, (N, C_l, s_l, s_l); reference (N, 3, H, W);
+        ``f_flow`` (N, D), concatenated to f_pre when the decoder was built with ``flow_dim`` D.
 
         ``motion_decoder(x, masked)`` maps decoder and masked features at the motion level to a field
         in pixels (N, 2, H, W); without it there is no warping. Returns the image and the field (or None).
         """
+        if f_flow is not None:
+            f_pre = torch.cat([f_pre, f_flow], dim=1)
         x, motion = f_pre[:, :, None, None], None
         for block, level in zip(self.face_decoder_blocks, range(len(self.sizes) - 1, -1, -1)):
             x = block(x)
@@ -414,7 +432,7 @@ class OpFlowTalker(nn.Module):
         flow_dim = c(config.flow_dim) if config.flow_predictor else aug_dim
         self.face_encoder = FaceEncoder(config)
         self.sequential_fusion = SequentialFusion(config, face_dim, flow_dim, face_dim)
-        self.face_decoder = FaceDecoder(config)
+        self.face_decoder = FaceDecoder(config, flow_dim if config.flow_skip else 0)
         self.motion_decoder = None
         if config.motion_field:
             level = config.level_sizes.index(config.image_size // config.motion_stride)
@@ -465,7 +483,8 @@ class OpFlowTalker(nn.Module):
         f_pre = self.sequential_fusion(f_face.reshape(b, t, -1), f_none.reshape(b, t, -1), f_flow.reshape(b, t, -1))
 
         motion_fn = partial(self.motion_decoder, f_flow=f_flow) if self.motion_decoder is not None else None
-        out, motion = self.face_decoder(f_pre.reshape(b * t, -1), masked_feats, ref_feats, reference, motion_fn)
+        out, motion = self.face_decoder(f_pre.reshape(b * t, -1), masked_feats, ref_feats, reference, motion_fn,
+                                        f_flow if cfg.flow_skip else None)
 
         out = out.reshape(b, t, 3, h, w).permute(0, 2, 1, 3, 4)
         if motion is not None:

@@ -111,7 +111,14 @@ def _frames(faces: np.ndarray) -> torch.Tensor:
 
 
 def generator_batch(clips: list[PreparedClip], rng: np.random.Generator, batch_size: int, window: int,
-                    with_flow: bool = True, mouth_dilate: int = 3) -> GeneratorBatch:
+                    with_flow: bool = True, mouth_dilate: int = 3, flip: float = 0.0,
+                    color_jitter: float = 0.0) -> GeneratorBatch:
+    """``batch_size`` windows drawn by ``rng``. Two augmentations for faces the generator never saw,
+    both off by default and drawn after the windows (so they change how a window looks, not which
+    windows are drawn): ``flip``, the probability of mirroring a window left to right (its reference,
+    mouth masks and flow too: a mirrored face is another plausible face); ``color_jitter``, each
+    window's colour channels scaled by factors in [exp(-j), exp(j)], the target and its reference
+    alike, so that skin and lighting must be taken from the reference instead of remembered."""
     targets, references, audio, sync, flows, valids, mouths = [], [], [], [], [], [], []
     for _ in range(batch_size):
         clip, start = _pick(rng, clips, window)
@@ -125,15 +132,30 @@ def generator_batch(clips: list[PreparedClip], rng: np.random.Generator, batch_s
         if with_flow:
             flows.append(clip.flow[start : start + window - 1])
             valids.append(clip.valid[start : start + window - 1])
-    target = np.stack(targets)
-    faces = torch.cat([_frames(lower_half_masked(target)), _frames(np.stack(references))], dim=1)
+    target, reference, mouth = np.stack(targets), np.stack(references), np.stack(mouths)
     flow = valid = None
     if with_flow:
-        flow = torch.from_numpy(np.stack(flows)).float().permute(0, 1, 4, 2, 3).contiguous()
-        valid = torch.from_numpy(np.stack(valids))
-    return GeneratorBatch(audio=torch.from_numpy(np.stack(audio)).unsqueeze(2), faces=faces, target=_frames(target),
+        flow, valid = np.stack(flows), np.stack(valids)  # (B, T-1, H, W, 2), (B, T-1, H, W)
+    if flip > 0:
+        mirror = rng.random(batch_size) < flip
+        target[mirror], reference[mirror], mouth[mirror] = (
+            target[mirror, :, :, ::-1], reference[mirror, :, :, ::-1], mouth[mirror, :, :, ::-1])
+        if with_flow:
+            flow[mirror] = flow[mirror, :, :, ::-1] * np.array([-1, 1], dtype=flow.dtype)
+            valid[mirror] = valid[mirror, :, :, ::-1]
+    faces = torch.cat([_frames(lower_half_masked(target)), _frames(reference)], dim=1)
+    target = _frames(target)
+    if color_jitter > 0:
+        gain = torch.from_numpy(np.exp(rng.uniform(-color_jitter, color_jitter, (batch_size, 3)))).float()
+        gain = gain[:, :, None, None, None]  # (B, 3, 1, 1, 1)
+        target = (target * gain).clamp_(0, 1)
+        faces = (faces * gain.repeat(1, 2, 1, 1, 1)).clamp_(0, 1)
+    if with_flow:
+        flow = torch.from_numpy(flow).float().permute(0, 1, 4, 2, 3).contiguous()
+        valid = torch.from_numpy(valid)
+    return GeneratorBatch(audio=torch.from_numpy(np.stack(audio)).unsqueeze(2), faces=faces, target=target,
                           sync_mel=torch.from_numpy(np.stack(sync)).unsqueeze(1), flow=flow, valid=valid,
-                          mouth=torch.from_numpy(np.stack(mouths)).bool())
+                          mouth=torch.from_numpy(mouth).bool())
 
 
 def syncnet_batch(clips: list[PreparedClip], rng: np.random.Generator, batch_size: int, window: int = 5,

@@ -10,8 +10,14 @@
   between generated frames t and t+k, compared with the ground-truth flow over the face and, with
   weight alpha, over the mouth; ``mouth_start_step`` brings the mouth term in later, as the
   paper introduces its two terms "at different stages of training".
-* OpFlowTalker's audio augmentation adds its KL term (weight ``kl_weight``) to keep the sampled
-  audio distribution close to N(0, I).
+* StackGAN's conditioning augmentation, which the paper cites for its audio augmentation, adds a
+  KL term that keeps the sampled audio distribution close to N(0, I); ``kl_weight`` gives it. Eq. 8
+  has no such term, and the study follows Eq. 8 (weight 0): measured on 150-step models, a weight
+  of 1e-3 drove the audio mean to a constant (the frames did not change when another window's audio
+  was swapped in) and 1e-4 left the mouth on a training face uncorrelated with loudness (r 0.16,
+  against 0.66 without the term).
+* ``flip`` and ``color_jitter`` augment the training windows (:func:`.data.generator_batch`): with
+  three training faces, a generator learns their colours instead of taking them from the reference.
 
 A *variant* is a named set of overrides of :class:`GeneratorTrainParams` (``params.yaml``:
 ``generators.variants``): the full model, each module of Table 3d switched off, the flow network of
@@ -59,11 +65,12 @@ class GeneratorTrainParams:
     flow_predictor: bool = True
     sequential_fusion: bool = True
     explicit_motion: bool = True
+    flow_skip: bool = True
     # Eq. 8
     l1_weight: float = 1.0
     sync_weight: float = 0.1
     ofs_weight: float = 1.0
-    kl_weight: float = 1e-3
+    kl_weight: float = 0.0
     sync_start_step: int = 0
     # Eq. 7
     flow_network: str = "raft"  # a trained network of models/flow (Table 3a)
@@ -72,9 +79,14 @@ class GeneratorTrainParams:
     ofs_distance: str = "l2"  # Table 6
     ofs_reduction: str = "mean"  # Table 7
     mouth_start_step: int = 0
+    ofs_windows: int = 0  # windows of each batch the OFS loss scores (0: all; the batch is random,
+    # so its first n windows are a random sample and the loss stays an unbiased estimate of Eq. 7)
     flow_size: int = 0  # side the frame pairs are resized to for the flow network (0: as they are;
     # RAFT and GMA resize anything under 128 px themselves)
     flow_iters: int = 6
+    # augmentation of the training windows (see generator_batch)
+    flip: float = 0.0
+    color_jitter: float = 0.0
     # the loop
     steps: int = 300
     batch_size: int = 4
@@ -91,6 +103,8 @@ class GeneratorTrainParams:
             raise ParamsError(f"generator model must be 'opflowtalker' or 'wav2lip', got {self.model!r}")
         if self.ofs_area not in OFS_AREAS:
             raise ParamsError(f"ofs_area must be one of {', '.join(OFS_AREAS)}, got {self.ofs_area!r}")
+        if self.ofs_windows < 0:
+            raise ParamsError(f"ofs_windows must be 0 (all) or a number of windows, got {self.ofs_windows}")
         if self.ofs_weight > 0 and self.window <= self.ofs_interval:
             raise ParamsError(f"an OFS interval of {self.ofs_interval} needs windows of more than "
                               f"{self.ofs_interval} frames, got window {self.window}")
@@ -121,7 +135,8 @@ def build_generator(params: GeneratorTrainParams) -> nn.Module:
         return Wav2Lip(params.width)
     config = OpFlowTalkerConfig(image_size=params.image_size, window=params.window, width=params.width,
                                 audio_aug=params.audio_aug, flow_predictor=params.flow_predictor,
-                                sequential_fusion=params.sequential_fusion, explicit_motion=params.explicit_motion)
+                                sequential_fusion=params.sequential_fusion, explicit_motion=params.explicit_motion,
+                                flow_skip=params.flow_skip)
     return OpFlowTalker(config)
 
 
@@ -159,7 +174,8 @@ class GeneratorLoss:
                 total = total + p.sync_weight * sync
         if self.flow_net is not None:
             alpha = OFS_AREAS[p.ofs_area] if (step >= p.mouth_start_step or p.ofs_area == "mouth") else 0.0
-            ofs = ofs_loss(frames, batch.flow, batch.valid, batch.mouth, self.flow_net, alpha=alpha,
+            n = p.ofs_windows or len(frames)
+            ofs = ofs_loss(frames[:n], batch.flow[:n], batch.valid[:n], batch.mouth[:n], self.flow_net, alpha=alpha,
                            interval=p.ofs_interval, distance=p.ofs_distance, reduction=p.ofs_reduction,
                            flow_size=p.flow_size or None,
                            flow_kwargs={"iters": p.flow_iters} if _takes_iters(self.flow_net) else {})
@@ -203,7 +219,8 @@ def train_generator(variant: str, prepared: str | Path, out: str | Path, params:
     loss = GeneratorLoss(params, expert, flow_net)
 
     def sample(rng, size):
-        return generator_batch(train, rng, size, params.window, with_flow=params.uses_ofs)
+        return generator_batch(train, rng, size, params.window, with_flow=params.uses_ofs, flip=params.flip,
+                               color_jitter=params.color_jitter)
 
     def evaluate(model):
         batch = val_batch.to(next(model.parameters()).device)

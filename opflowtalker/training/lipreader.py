@@ -19,12 +19,17 @@ run                                                    test WER  test CER  fit s
 2 GRU layers, batch 16, lr 2e-3, 600 steps              0.79      0.58      231
 1 layer, dropout 0.1, batch 16, lr 3e-3, 700 steps      0.70      0.48      341
 1 layer, dropout 0.1, batch 8, lr 3e-3, 1000 steps      0.66      0.48      294
+the same, 2000 steps                                    0.60      0.44      204
+the same, zoom +-10% (``scale`` 0.1), 4000 steps        0.47      0.31      549
+the same, 6000 steps                                    0.47      0.31      752
 chance: the commonest word at each position             0.82      0.66
 chance: random grammar sentences                        0.82      0.64
 =====================================================  ========  ========  =====
 
-The last run's settings are the defaults (validation WER 0.42 on the seen faces); its validation
-WER was still falling, and the gap to the test face says three training faces are few.
+The 4000-step run's settings are the defaults. Its validation WER on the seen faces reaches 0.37
+and keeps falling after 4000 steps (0.36 at 6000) while the test face's stays at 0.47: the gap
+says three training faces are few, and zooming (another face's mouth is another size in the crop)
+narrowed it more than longer training does.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import jiwer
 import numpy as np
 import torch
@@ -68,6 +74,7 @@ class LipReaderTrainParams:
     dropout: float = 0.1
     flip: float = 0.5             # probability of mirroring a clip left to right
     shift: int = 2                # largest random translation of a clip, in crop pixels
+    scale: float = 0.0            # zoom a clip by a random factor in [1 - scale, 1 + scale] (mouth size)
     speed: float = 0.0            # replay at a random rate in [1 - speed, 1 + speed] (off in the measured runs)
     clip: float = 5.0             # gradient-norm clipping (CTC's early gradients are spiky)
     checkpoint_every: int = 100
@@ -77,8 +84,9 @@ class LipReaderTrainParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
-        if not 0.0 <= self.flip <= 1.0 or self.shift < 0 or not 0.0 <= self.speed < 1.0:
-            raise ValueError("need 0 <= flip <= 1, shift >= 0 and 0 <= speed < 1")
+        if (not 0.0 <= self.flip <= 1.0 or self.shift < 0 or not 0.0 <= self.speed < 1.0
+                or not 0.0 <= self.scale < 1.0):
+            raise ValueError("need 0 <= flip <= 1, shift >= 0, 0 <= speed < 1 and 0 <= scale < 1")
 
     def model_config(self, vocabulary: tuple[str, ...] | None = None) -> LipReaderConfig:
         """The lip reader these parameters train (words: ``vocabulary``, or GRID's by default)."""
@@ -125,7 +133,16 @@ def load_lipreading_clips(prepared: str | Path, corpus_root: str | Path, split: 
     return LipReadingClips(keys, crops, texts)
 
 
-def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: int, speed: float) -> np.ndarray:
+def _zoom(crops: np.ndarray, factor: float) -> np.ndarray:
+    """Every frame magnified by ``factor`` about its centre (edges replicated where it shrinks)."""
+    h, w = crops.shape[1:]
+    matrix = np.array([[factor, 0.0, (1 - factor) * (w - 1) / 2], [0.0, factor, (1 - factor) * (h - 1) / 2]])
+    return np.stack([cv2.warpAffine(np.ascontiguousarray(frame), matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE) for frame in crops])
+
+
+def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: int, speed: float,
+             scale: float = 0.0) -> np.ndarray:
     if speed > 0:
         # Resampling the frame indices replays the clip faster or slower (frames dropped or repeated).
         rate = rng.uniform(1.0 - speed, 1.0 + speed)
@@ -133,6 +150,9 @@ def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: in
         crops = crops[np.clip(index, 0, len(crops) - 1)]
     if flip > 0 and rng.random() < flip:
         crops = crops[:, :, ::-1]
+    if scale > 0:
+        # Another face's mouth is another size in the crop, however the crop is normalised.
+        crops = _zoom(crops, rng.uniform(1.0 - scale, 1.0 + scale))
     if shift > 0:
         dy, dx = rng.integers(-shift, shift + 1, size=2)
         h, w = crops.shape[1:]
@@ -143,12 +163,12 @@ def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: in
 
 def sample_lipreader_batch(data: LipReadingClips, rng: np.random.Generator, batch_size: int,
                            config: LipReaderConfig | None = None, flip: float = 0.5, shift: int = 2,
-                           speed: float = 0.0) -> dict[str, torch.Tensor]:
+                           speed: float = 0.0, scale: float = 0.0) -> dict[str, torch.Tensor]:
     """``batch_size`` random clips, augmented and padded: crops (B, T, 1, h, w), lengths (B,),
     targets (B, S) class indices (0-padded), target_lengths (B,)."""
     config = config or LipReaderConfig()
     chosen = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
-    clips = [_augment(data.crops[i], rng, flip, shift, speed) for i in chosen]
+    clips = [_augment(data.crops[i], rng, flip, shift, speed, scale) for i in chosen]
     labels = [config.encode(data.transcripts[i]) for i in chosen]
     return _collate(clips, labels)
 
@@ -252,7 +272,7 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
 
     torch.manual_seed(params.seed)
     model = LipReader(config)
-    augment = {"flip": params.flip, "shift": params.shift, "speed": params.speed}
+    augment = {"flip": params.flip, "shift": params.shift, "speed": params.speed, "scale": params.scale}
     log = fit("lipreader", model, lipreader_loss,
               lambda rng, n: sample_lipreader_batch(train, rng, n, config, **augment),
               out, run_dir, params.loop_params(),
