@@ -11,6 +11,10 @@
 3. Peak memory (max RSS of a child process) for a face video of --memory-seconds and of ten times
    that (the photo at half size, detected in every frame), the audio as long as the video.
 
+Everything runs as `opflowtalker generate` does, with glibc's mmap threshold fixed
+(:func:`opflowtalker.generate.fixed_mmap_threshold`); ``--glibc-default`` leaves malloc as it is,
+to see what that setting changes.
+
 Random weights time the same as trained ones; the sizes are what matter.
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ import soundfile
 import torch
 
 from opflowtalker.audio import load_wav
-from opflowtalker.generate import GenerateOptions, Generator, generate
+from opflowtalker.generate import GenerateOptions, Generator, fixed_mmap_threshold, generate
 from opflowtalker.metrics.image import psnr
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
@@ -74,7 +78,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--memory-only", action="store_true", help="measure peak memory only")
+    ap.add_argument("--glibc-default", action="store_true", help="leave glibc's mmap threshold dynamic")
     args = ap.parse_args()
+    if not args.glibc_default:
+        fixed_mmap_threshold()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     speech = speech_of(args.seconds, tmp / "speech.wav")
@@ -119,12 +126,14 @@ def main() -> None:
                 writer.write(np.repeat(photo[None], 25, axis=0))
         audio = speech_of(seconds, tmp / f"speech-{factor}.wav")
         script = (f"import torch; torch.set_num_threads({args.threads})\n"
-                  f"from opflowtalker.generate import generate, GenerateOptions\n"
+                  f"from opflowtalker.generate import generate, GenerateOptions, fixed_mmap_threshold\n"
+                  + ("" if args.glibc_default else "fixed_mmap_threshold()\n") +
                   f"generate({str(face)!r}, {str(audio)!r}, {str(checkpoints['embedded'])!r}, "
                   f"{str(tmp / f'mem-{factor}.mp4')!r}, GenerateOptions(progress=False))")
         memory[f"{seconds:g} s"] = peak_rss_mb(script)
         print(f"peak memory, {seconds:g} s video: {memory[f'{seconds:g} s']:.0f} MB", flush=True)
     result = {"command": " ".join([sys.executable] + sys.argv), "threads": args.threads, "seconds": args.seconds,
+              "fixed_mmap_threshold": not args.glibc_default,
               "torch": torch.__version__, "rows": rows, "bf16_psnr_db": bf16_psnr, "peak_rss_mb": memory}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

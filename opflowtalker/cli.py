@@ -260,8 +260,9 @@ def _cmd_tables(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from .generate import GenerateOptions, generate
+    from .generate import GenerateOptions, fixed_mmap_threshold, generate
 
+    fixed_mmap_threshold()  # peak memory independent of the video's length
     # Wav2Lip's "--box -1 -1 -1 -1" means: detect.
     box = tuple(args.box) if args.box and -1 not in args.box else None
     options = GenerateOptions(pads=tuple(args.pads), resize_factor=args.resize_factor, fps=args.fps,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import sys
 import pytest
 import soundfile
 import torch
@@ -113,3 +114,10 @@ def test_bad_input_gets_one_line_and_leaves_no_output(tmp_path, checkpoint, caps
     assert "not a generator" in _fails(capsys, "--face", str(PHOTO), "--audio", str(SPEECH), "--checkpoint",
                                        str(expert), "--outfile", str(out))
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_mmap_threshold_can_be_fixed_on_glibc():
+    from opflowtalker.generate import fixed_mmap_threshold
+
+    assert fixed_mmap_threshold(1 << 20) is True
