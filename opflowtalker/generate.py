@@ -238,15 +238,17 @@ def _paste(frame: np.ndarray, generated: np.ndarray, box: np.ndarray, mask: np.n
     return out
 
 
-def fixed_mmap_threshold(threshold: int = 1 << 20) -> bool:
+def fixed_mmap_threshold(threshold: int = 8 << 20) -> bool:
     """Have glibc's malloc serve every block of ``threshold`` bytes or more with its own mapping,
     returned to the system when freed; True if it took effect (glibc only).
 
     By default glibc raises that threshold each time a large block is freed, so the tensors of later
-    chunks come from the heap, which fragments: the peak memory of a run then depends on the order of
-    its allocations more than on the video (measured: 958, 1198 and 1043 MB for 4, 20 and 40 s of
-    video; with a fixed 1 MB threshold 895, 955 and 955 MB). The command line sets it before a run.
-    """
+    chunks come from the heap, which fragments: the peak memory then grows with the length of the
+    video for a while. Measured with ``python benchmarks/generate.py`` (embedded model, 2 threads):
+    972 MB for a 4 s and 1099 MB for a 40 s video by default (+13%); 925 and 991 MB (+7%) with this
+    8 MB threshold, which costs nothing on the paper-size model in fp32 (11.9 frames/s either way)
+    and 13% in bf16; a 1 MB threshold bounds memory a little better (+7%, 895 and 954 MB) but slows
+    every model by 15-60% through page faults. The command line sets it before a run.
     import ctypes
     import ctypes.util
 
