@@ -249,6 +249,7 @@ def fixed_mmap_threshold(threshold: int = 8 << 20) -> bool:
     8 MB threshold, which costs nothing on the paper-size model in fp32 (11.9 frames/s either way)
     and 13% in bf16; a 1 MB threshold bounds memory a little better (+7%, 895 and 954 MB) but slows
     every model by 15-60% through page faults. The command line sets it before a run.
+    """
     import ctypes
     import ctypes.util
 
