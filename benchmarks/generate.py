@@ -106,8 +106,9 @@ def main() -> None:
                          "model_fps": model_fps(Generator(path, precision)), "frames": summary["frames"]})
             print(f"{name:>9} {precision}: {rows[-1]['end_to_end_fps']:5.1f} frames/s end to end, "
                   f"{rows[-1]['model_fps']:5.1f} frames/s the model alone", flush=True)
+    baseline = next((r["end_to_end_fps"] for r in rows if r["model"] == "wav2lip"), None)
     for row in rows:
-        row["vs_wav2lip_fp32"] = row["end_to_end_fps"] / rows[0]["end_to_end_fps"]
+        row["vs_wav2lip_fp32"] = row["end_to_end_fps"] / baseline
     bf16_psnr = {}
     for name in (() if args.memory_only else ("paper", "embedded")):
         a, _ = read_video(videos[name, "fp32"])

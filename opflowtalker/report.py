@@ -33,8 +33,8 @@ from .tables import format_cell
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
            "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
-           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "loudness_per_frame", "lip_sync_row",
-           "lip_sync_sentence"]
+           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "SILENCE", "loudness_per_frame",
+           "lip_sync_row", "lip_sync_sentence"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
 PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
@@ -349,7 +349,11 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else float("nan")
 
 
-def lip_sync_row(gap: np.ndarray, rms: np.ndarray, fps: float, silence: float = 0.1) -> dict[str, float]:
+# A frame is silent when its loudness is under this fraction of the loudest frame's.
+SILENCE = 0.1
+
+
+def lip_sync_row(gap: np.ndarray, rms: np.ndarray, fps: float, silence: float = SILENCE) -> dict[str, float]:
     """How a lip gap per frame follows the loudness per frame: r, the best r with the mouth shifted up
     to 0.2 s either way (a mel window spans the next 0.2 s of speech) and that shift, the gap's
     spread, and the mean gap in speech and in silence (frames under ``silence`` of the loudest)."""
