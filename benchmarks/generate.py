@@ -11,7 +11,8 @@
 3. Peak memory (max RSS of a child process) for a face video of --memory-seconds and of ten times
    that (the photo at half size, detected in every frame), the audio as long as the video.
 
-Everything runs as `opflowtalker generate` does, with glibc's mmap threshold fixed
+Every model runs as `opflowtalker generate` runs it: batch norms folded into the convolutions
+(:func:`opflowtalker.generate.fold_batchnorm`, the Wav2Lip baseline's too) and glibc's mmap threshold fixed
 (:func:`opflowtalker.generate.fixed_mmap_threshold`); ``--glibc-default`` leaves malloc as it is,
 to see what that setting changes.
 

@@ -9,7 +9,7 @@ import torch
 
 from opflowtalker.audio import load_wav
 from opflowtalker.cli import main
-from opflowtalker.generate import GenerateOptions, Generator, blend_mask, generate
+from opflowtalker.generate import GenerateOptions, Generator, blend_mask, fold_batchnorm, generate
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from opflowtalker.models.syncnet import SyncNet
@@ -121,3 +121,31 @@ def test_the_mmap_threshold_can_be_fixed_on_glibc():
     from opflowtalker.generate import fixed_mmap_threshold
 
     assert fixed_mmap_threshold(1 << 20) is True
+
+
+@pytest.mark.parametrize("build", [lambda: Wav2Lip(0.125), lambda: OpFlowTalker(OpFlowTalkerConfig(width=0.0625))],
+                         ids=["wav2lip", "opflowtalker"])
+def test_folding_the_batch_norms_into_the_convolutions_keeps_the_output(build):
+    import copy
+
+    torch.manual_seed(0)
+    model = build()
+    for m in model.modules():  # statistics and affine terms as after training, not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    if isinstance(model, OpFlowTalker):  # a fresh residual output layer is zero: the bare reference
+        torch.nn.init.normal_(model.face_decoder.output_block[1].weight, std=0.1)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(copy.deepcopy(model).train())
+    model.eval()
+    folded = fold_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    audio, faces = torch.randn(2, 5, 1, 80, 16), torch.rand(2, 6, 5, 96, 96)
+    with torch.no_grad():
+        a, b = model(audio, faces), folded(audio, faces)
+    a, b = (x[0] if isinstance(x, tuple) else x for x in (a, b))
+    assert a.std() > 0.01
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=0)

@@ -32,8 +32,11 @@ def _calibrated(model, audio, faces):
 
     Fresh running statistics (mean 0, variance 1) leave the encoder's skip features unnormalised in
     eval mode, and they drown the audio path (its effect on the output is ~1e-7), which would make
-    the audio-driven claims below vacuous.
+    the audio-driven claims below vacuous. Likewise a fresh residual output layer is zero (the frame
+    is the reference whatever the inputs), so it gets weights here as it would in training.
     """
+    if model.config.residual_output:
+        torch.nn.init.normal_(model.face_decoder.output_block[1].weight, std=0.1)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -88,10 +91,16 @@ ABLATIONS = {
 def test_every_ablation_builds_and_trains(switches):
     model = _model(**switches).train()
     audio, faces = _window(model.config, batch=1)
-    out, aux = model(audio, faces)
-    target = torch.rand_like(out)
-    loss = (out - target).abs().mean() + 0.01 * aux["kl"]
-    loss.backward()
+    target = torch.rand(1, 3, *faces.shape[2:])
+    # Two steps: a residual output layer starts at zero, so the first step's gradient stops there;
+    # from the second step on it reaches every part.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        out, aux = model(audio, faces)
+        loss = (out - target).abs().mean() + 0.01 * aux["kl"]
+        loss.backward()
+        optimizer.step()
     for name, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
     for part in (model.audio_encoder, model.face_encoder):
@@ -224,3 +233,16 @@ def test_flow_skip_carries_the_audio_to_the_decoder_past_the_fusion(flow_skip):
         assert change > 1e-4
     else:
         assert change == 0
+
+
+def test_an_untrained_residual_generator_returns_its_reference_frames():
+    model = _model().eval()
+    audio, faces = _window(model.config)
+    with torch.no_grad():
+        frames, aux = model(audio, faces)
+    # The motion field starts at zero, so the warped reference is the reference itself.
+    assert aux["motion"].abs().max() == 0
+    torch.testing.assert_close(frames, faces[:, 3:], atol=1e-5, rtol=0)  # grid_sample rounding
+    plain = _model(residual_output=False).eval()
+    with torch.no_grad():
+        assert (plain(audio, faces)[0] - faces[:, 3:]).abs().mean() > 0.05

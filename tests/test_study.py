@@ -199,3 +199,19 @@ def test_tables_command_says_what_is_missing_in_one_line(tmp_path, capsys, monke
     err = capsys.readouterr().err.strip()
     assert err.startswith("opflowtalker tables: error: no evaluation of full") and "\n" not in err
     assert not (tmp_path / "tables.json").exists()
+
+
+def test_the_mouth_term_is_the_l1_error_over_the_mouth_alone():
+    batch = generator_batch([_clip(), _clip(seed=1)], np.random.default_rng(0), 2, 5)
+    params = _params(mouth_weight=3.0, ofs_weight=0.0, sync_weight=0.0)
+    torch.manual_seed(0)
+    model = build_generator(params).eval()
+    torch.nn.init.normal_(model.face_decoder.output_block[1].weight, std=0.1)  # not the bare reference
+    terms = GeneratorLoss(params, expert=None, flow_net=None)(model, batch, step=0)
+    with torch.no_grad():
+        frames, _ = model(batch.audio, batch.faces)
+    inside = batch.mouth[:, None].expand_as(frames)
+    assert 0 < inside.float().mean() < 0.5
+    torch.testing.assert_close(terms["mouth_l1"], (frames - batch.target).abs()[inside].mean())
+    torch.testing.assert_close(terms["loss"], terms["l1"] + 3.0 * terms["mouth_l1"])
+    assert "mouth_l1" not in GeneratorLoss(_params(ofs_weight=0.0), None, None)(model, batch, 0)
