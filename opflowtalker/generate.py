@@ -275,9 +275,11 @@ def fixed_mmap_threshold(threshold: int = 8 << 20) -> bool:
     chunks come from the heap, which fragments: the peak memory then grows with the length of the
     video for a while. Measured with ``python benchmarks/generate.py`` (embedded model, 2 threads):
     972 MB for a 4 s and 1099 MB for a 40 s video by default (+13%); 925 and 991 MB (+7%) with this
-    8 MB threshold, which costs nothing on the paper-size model in fp32 (11.9 frames/s either way)
-    and 13% in bf16; a 1 MB threshold bounds memory a little better (+7%, 895 and 954 MB) but slows
-    every model by 15-60% through page faults. The command line sets it before a run.
+    8 MB threshold; a 1 MB threshold bounds memory a little better (+7%, 895 and 954 MB) but slows
+    every model by 15-60% through page faults. The 8 MB threshold costs speed too, in page faults
+    of the large activations: the model alone, 80 frames a batch, ran at 14.7 / 13.1 / 23.3 frames/s
+    (Wav2Lip fp32 / paper-size OpFlowTalker fp32 / bf16) with it and 16.5 / 13.9 / 27.0 without.
+    The command line sets it before a run, trading that for memory that stays bounded.
     """
     import ctypes
     import ctypes.util
