@@ -1,7 +1,8 @@
 """Speed and memory of `opflowtalker generate` on this machine's CPU.
 
     python benchmarks/generate.py [--checkpoint models/generators/full.safetensors] [--seconds 10]
-                                  [--memory-seconds 4] [--threads 2] [--json out.json]
+                                  [--memory-seconds 4] [--threads 2] [--batch-size 16] [--json out.json]
+                                  [--glibc-default] [--memory-only]
 
 1. Frames per second, end to end (photo + speech -> mp4, the face detected once), for the
    Wav2Lip-architecture generator in fp32, the paper-size OpFlowTalker (width 1) and the embedded one
@@ -53,7 +54,7 @@ def speech_of(seconds: float, path: Path) -> Path:
     return path
 
 
-def model_fps(generator: Generator, n: int = 200, batch: int = 16) -> float:
+def model_fps(generator: Generator, batch: int, n: int = 200) -> float:
     crops = np.random.default_rng(0).integers(0, 256, (n, generator.size, generator.size, 3), dtype=np.uint8)
     mels = np.random.default_rng(1).normal(size=(n, 80, 16)).astype(np.float32)
     generator(crops[:20], mels[:20], batch)  # warm-up
@@ -77,6 +78,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--memory-seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=GenerateOptions().batch_size, help="windows per forward pass")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--memory-only", action="store_true", help="measure peak memory only")
     ap.add_argument("--glibc-default", action="store_true", help="leave glibc's mmap threshold dynamic")
@@ -105,10 +107,11 @@ def main() -> None:
     for name, path in ({} if args.memory_only else checkpoints).items():
         for precision in (("fp32",) if name == "wav2lip" else ("fp32", "bf16")):
             out = tmp / f"{name}-{precision}.mp4"
-            summary = generate(PHOTO, speech, path, out, GenerateOptions(precision=precision, progress=False))
+            options = GenerateOptions(precision=precision, batch_size=args.batch_size, progress=False)
+            summary = generate(PHOTO, speech, path, out, options)
             videos[name, precision] = out
             rows.append({"model": name, "precision": precision, "end_to_end_fps": summary["frames_per_second"],
-                         "model_fps": model_fps(Generator(path, precision)), "frames": summary["frames"]})
+                         "model_fps": model_fps(Generator(path, precision), args.batch_size), "frames": summary["frames"]})
             print(f"{name:>9} {precision}: {rows[-1]['end_to_end_fps']:5.1f} frames/s end to end, "
                   f"{rows[-1]['model_fps']:5.1f} frames/s the model alone", flush=True)
     baseline = next((r["end_to_end_fps"] for r in rows if r["model"] == "wav2lip"), None)
@@ -135,10 +138,11 @@ def main() -> None:
                   f"from opflowtalker.generate import generate, GenerateOptions, fixed_mmap_threshold\n"
                   + ("" if args.glibc_default else "fixed_mmap_threshold()\n") +
                   f"generate({str(face)!r}, {str(audio)!r}, {str(checkpoints['embedded'])!r}, "
-                  f"{str(tmp / f'mem-{factor}.mp4')!r}, GenerateOptions(progress=False))")
+                  f"{str(tmp / f'mem-{factor}.mp4')!r}, GenerateOptions(batch_size={args.batch_size}, progress=False))")
         memory[f"{seconds:g} s"] = peak_rss_mb(script)
         print(f"peak memory, {seconds:g} s video: {memory[f'{seconds:g} s']:.0f} MB", flush=True)
     result = {"command": " ".join([sys.executable] + sys.argv), "threads": args.threads, "seconds": args.seconds,
+              "batch_size": args.batch_size,
               "fixed_mmap_threshold": not args.glibc_default,
               "torch": torch.__version__, "rows": rows, "bf16_psnr_db": bf16_psnr, "peak_rss_mb": memory}
     if args.json:
