@@ -277,9 +277,11 @@ def fixed_mmap_threshold(threshold: int = 8 << 20) -> bool:
     972 MB for a 4 s and 1099 MB for a 40 s video by default (+13%); 925 and 991 MB (+7%) with this
     8 MB threshold; a 1 MB threshold bounds memory a little better (+7%, 895 and 954 MB) but slows
     every model by 15-60% through page faults. The 8 MB threshold costs speed too, in page faults
-    of the large activations: the model alone, 80 frames a batch, ran at 14.7 / 13.1 / 23.3 frames/s
-    (Wav2Lip fp32 / paper-size OpFlowTalker fp32 / bf16) with it and 16.5 / 13.9 / 27.0 without.
-    The command line sets it before a run, trading that for memory that stays bounded.
+    of the large activations. A later run of the same benchmark, batch norms folded, gave for the
+    model alone 15.0 / 12.3 / 22.0 frames/s (Wav2Lip fp32 / paper-size OpFlowTalker fp32 / bf16)
+    with it and 15.0 / 12.7 / 26.1 with ``--glibc-default``; its peak memory grew by 6% (943 to
+    1002 MB) with it and by 5% (995 to 1046 MB) without, so the growth without it varies from run to
+    run. The command line sets it before a run, for memory that stays bounded in every run.
     """
     import ctypes
     import ctypes.util
