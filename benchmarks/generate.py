@@ -13,7 +13,7 @@
    that (the photo at half size, detected in every frame), the audio as long as the video.
 
 Every model runs as `opflowtalker generate` runs it: batch norms folded into the convolutions
-(:func:`opflowtalker.generate.fold_batchnorm`, the Wav2Lip baseline's too) and glibc's mmap threshold fixed
+(:func:`opflowtalker.models.conv.fold_batchnorm`, the Wav2Lip baseline's too) and glibc's mmap threshold fixed
 (:func:`opflowtalker.generate.fixed_mmap_threshold`); ``--glibc-default`` leaves malloc as it is,
 to see what that setting changes.
 

@@ -33,7 +33,6 @@ from typing import Iterator
 import cv2
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from . import audio as audio_lib
@@ -41,7 +40,7 @@ from .preprocess import PreprocessParams, crop_frame, face_boxes
 from .video import VideoError, VideoWriter, iter_frames, probe, read_image
 
 __all__ = ["GenerateError", "GenerateOptions", "Generator", "generate", "blend_mask", "fixed_mmap_threshold",
-           "IMAGE_SUFFIXES", "fold_batchnorm"]
+           "IMAGE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +84,7 @@ class Generator:
 
     def __init__(self, checkpoint: str | Path, precision: str = "fp32", device: str | None = None):
         from .models.checkpoints import CheckpointError, load_model_checkpoint
+        from .models.conv import fold_batchnorm
         from .models.opflowtalker import OpFlowTalker
         from .models.wav2lip import Wav2Lip
 
@@ -130,34 +130,6 @@ class Generator:
             out.append((generated.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy())
         result = np.concatenate(out).reshape(-1, self.size, self.size, 3)[:n]
         return result[..., ::-1].copy() if self.bgr else result
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """``model`` for inference with every batch norm of its blocks folded into the convolution before it.
-
-    In eval mode a batch norm is a per-channel affine map, so it can be applied to the convolution's
-    weights and bias once instead of to every output: the same function (to float rounding) with one
-    pass over the activations less. The model must be in eval mode; its blocks are changed in place
-    (the batch norm becomes an identity) and it is returned, so fold a copy, not a model you train.
-    """
-    from .models.conv import Conv2d, Conv2dTranspose
-
-    if model.training:
-        raise ValueError("fold_batchnorm needs a model in eval mode (a training batch norm uses batch statistics)")
-    for block in model.modules():
-        if not isinstance(block, (Conv2d, Conv2dTranspose)):
-            continue
-        conv, bn = block.conv_block[0], block.conv_block[1]
-        if not isinstance(bn, nn.BatchNorm2d):
-            continue  # folded already
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)  # output channels
-        conv.weight.mul_(scale.reshape(shape))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-        block.conv_block[1] = nn.Identity()
-    return model
 
 
 def _prepare_frame(frame: np.ndarray, options: GenerateOptions) -> np.ndarray:

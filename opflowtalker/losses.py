@@ -34,7 +34,7 @@ from .models.syncnet import sync_loss
 
 __all__ = [
     "OFS_ALPHA", "DISTANCES", "REDUCTIONS", "l1_loss", "sync_loss", "compose_flows", "interval_flows",
-    "mouth_masks", "freeze", "OFSSchedule", "ofs_terms", "ofs_loss",
+    "mouth_l1_loss", "mouth_masks", "freeze", "OFSSchedule", "ofs_terms", "ofs_loss",
 ]
 
 OFS_ALPHA = 0.1
@@ -48,6 +48,16 @@ def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if pred.shape != gt.shape:
         raise ValueError(f"generated frames {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
     return F.l1_loss(pred, gt)
+
+
+def mouth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:
+    """The reconstruction loss over the mouth alone: mean absolute difference of frames (B, 3, T, H, W)
+    over the pixels of the mouth masks (B, T, H, W) (:func:`mouth_masks`); 0 where no mask has any."""
+    if pred.shape != gt.shape or mouth.shape != (pred.shape[0], *pred.shape[2:]):
+        raise ValueError(f"frames {tuple(pred.shape)}, {tuple(gt.shape)} and mouth masks {tuple(mouth.shape)} "
+                         "do not fit together")
+    weight = mouth[:, None].to(pred.dtype)
+    return ((pred - gt).abs() * weight).sum() / (3 * weight.sum()).clamp_min(1)
 
 
 # --- Flow fields -------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import torch
 
 from opflowtalker.audio import load_wav
 from opflowtalker.cli import main
-from opflowtalker.generate import GenerateOptions, Generator, blend_mask, fold_batchnorm, generate
+from opflowtalker.generate import GenerateOptions, Generator, blend_mask, generate
 from opflowtalker.models.checkpoints import save_safetensors
+from opflowtalker.models.conv import fold_batchnorm
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from opflowtalker.models.syncnet import SyncNet
 from opflowtalker.models.wav2lip import Wav2Lip

@@ -10,7 +10,7 @@ import yaml
 
 from opflowtalker.cli import main
 from opflowtalker.evaluate import generate_clip, reference_windows
-from opflowtalker.losses import OFS_ALPHA, ofs_loss
+from opflowtalker.losses import OFS_ALPHA, mouth_l1_loss, ofs_loss
 from opflowtalker.params import ParamsError, load_params, merge
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
 from opflowtalker.training.data import PreparedClip, generator_batch
@@ -215,3 +215,5 @@ def test_the_mouth_term_is_the_l1_error_over_the_mouth_alone():
     torch.testing.assert_close(terms["mouth_l1"], (frames - batch.target).abs()[inside].mean())
     torch.testing.assert_close(terms["loss"], terms["l1"] + 3.0 * terms["mouth_l1"])
     assert "mouth_l1" not in GeneratorLoss(_params(ofs_weight=0.0), None, None)(model, batch, 0)
+    with pytest.raises(ValueError, match="do not fit"):
+        mouth_l1_loss(frames, batch.target, batch.mouth[:, :2])

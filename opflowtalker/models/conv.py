@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["Conv2d", "NoNormConv2d", "Conv2dTranspose"]
+__all__ = ["Conv2d", "NoNormConv2d", "Conv2dTranspose", "fold_batchnorm"]
 
 
 class Conv2d(nn.Module):
@@ -52,3 +52,29 @@ class Conv2dTranspose(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv_block(x))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` for inference with every batch norm of its blocks folded into the convolution before it.
+
+    In eval mode a batch norm is a per-channel affine map, so it can be applied to the convolution's
+    weights and bias once instead of to every output: the same function (to float rounding) with one
+    pass over the activations less. The model must be in eval mode; its blocks are changed in place
+    (the batch norm becomes an identity) and it is returned, so fold a copy, not a model you train.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (a training batch norm uses batch statistics)")
+    for block in model.modules():
+        if not isinstance(block, (Conv2d, Conv2dTranspose)):
+            continue
+        conv, bn = block.conv_block[0], block.conv_block[1]
+        if not isinstance(bn, nn.BatchNorm2d):
+            continue  # folded already
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)  # output channels
+        conv.weight.mul_(scale.reshape(shape))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+        block.conv_block[1] = nn.Identity()
+    return model
