@@ -25,7 +25,7 @@ comes out, with an auxiliary dict (see :meth:`OpFlowTalker.forward`). The paper'
   the audio of another window was swapped in). Also beyond the paper (``residual_output``), the
   decoder predicts the change to the reference, warped by the motion field when there is one,
   instead of the frame from nothing: the output starts as the reference (L1 0.048 on the corpus)
-  where a sigmoid output starts grey and took 400 steps to reach 0.075, still no better than a copy.
+  where a sigmoid output starts grey and after 400 steps (0.075-0.082) was still worse than a copy.
 
 Each part can be switched off for the ablations of Table 3d; see :class:`OpFlowTalkerConfig`.
 
