@@ -1,6 +1,7 @@
-"""Evaluation on the held-out test clips: every metric of the paper's Tables 1-3 for one generator.
+"""Evaluation on the held-out test clips: every metric of the paper's Tables 1-3, for every row.
 
-Protocol (the same for every row, ground truth included):
+Protocol (the same for every row: the generators and the four controls go through one function,
+:func:`score_renditions`):
 
 * **Clips.** The test split: held-out sentences spoken by the held-out identity. Each clip is
   regenerated from its own audio, window by window (``T`` frames; the last window is moved back to
@@ -8,22 +9,33 @@ Protocol (the same for every row, ground truth included):
   elsewhere in the same clip, half the clip away, so it can take the person from the reference but
   the mouth only from the audio (Wav2Lip's own inference passes the target frame itself as the
   reference, which would leak the mouth we score).
+* **Controls**, scored exactly like a generator: the *ground truth* (the real clip), the *still
+  reference* (the generator's first reference frame repeated for the whole clip: what ignoring the
+  audio gets at best), *wrong audio* (the real clip judged against the next test clip's speech) and
+  *shifted audio* (the real clip with its speech delayed by ``shift`` frames).
 * **Image quality**: PSNR and SSIM against the real crops; FID with pytorch-fid's Inception weights
   when a weights file is configured (else the cell says why not); **FD-face**, the same Frechet
   distance on dlib's face descriptors (always available offline; not comparable to FID numbers);
   LPIPS when its AlexNet and linear-layer files are configured.
-* **Sync**: LSE-C and LSE-D with syncnet_python's procedure on our SyncNet expert; M-LMD and F-LMD
-  between dlib's landmarks on the generated and on the real crops (the same detector on both, so
-  the ground-truth row is 0/0 by construction and the detector's own noise cancels in neither).
-* **Lip-readability** (Table 2): our lip reader reads the generated video (T_gen) and the real
-  video (T_gt); Whisper transcribes the clip's audio (T_speech). BLEU, WER, CER and ROUGE-L of
-  T_gen against T_speech, and VTCS-B/W, Eq. 9.
+* **Sync**: LSE-C, LSE-D and the AV offset with syncnet_python's procedure on the *sync judge*
+  (:mod:`opflowtalker.models.sync_judge`), a network apart from the expert that teaches the
+  generators L_sync; M-LMD and F-LMD between dlib's landmarks on the generated and on the real
+  crops (each set centred on its mean; a frame where either has no landmarks is left out).
+* **Lip-readability** (Table 2): the lip reader reads the row's video (T_gen) and the real video
+  (T_gt); the speech recogniser transcribes the audio the row is judged against (T_speech). BLEU,
+  WER, CER and ROUGE-L of T_gen against T_speech, VTCS-B/W (Eq. 9), and the lip reader's WER
+  against the script.
 
-The reference side (real landmarks, descriptors, T_speech, T_gt) is computed once by
-:func:`evaluate_reference` and reused by every variant.
+Every metric but FD-face/FID/LPIPS is a mean of per-clip values; a row keeps them (``per_clip``)
+with a 95% bootstrap interval over clips (``ci``), so that two rows can be compared paired over
+the same clips (:mod:`opflowtalker.metrics.intervals`).
+
+The real side of every comparison (real landmarks, descriptors, T_speech, T_gt) is computed once by
+:func:`evaluate_reference`, which also scores the controls, and reused by every variant.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -33,19 +45,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from .corpus.sentences import SLOTS
 from .datasets import read_dataset
 from .files import write_npz_atomic
 from .metrics import fid as fid_metrics
 from .metrics.image import MetricUnavailable, psnr, ssim
 from .metrics.landmarks import detect_crop_landmarks, lmd
 from .metrics.lpips import lpips_distance
-from .metrics.sync import clip_sync_scores
-from .metrics.text import text_scores, vtcs
+from .metrics.intervals import mean_interval
+from .metrics.sync import clip_sync_scores_judge, shifted_mel
+from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
 from .training.data import PreparedClip, load_split, lower_half_masked
 
-__all__ = ["EvalParams", "generate_clip", "reference_windows", "evaluate_reference", "evaluate_generator",
-           "load_reference"]
+__all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "reference_windows",
+           "control_renditions", "generator_renditions", "score_renditions", "evaluate_reference",
+           "evaluate_generator", "load_reference", "load_judges"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +74,7 @@ class EvalParams:
     landmark_frame_step: int = 2  # M/F-LMD on every k-th frame
     fd_frame_step: int = 4  # FD-face on every k-th frame (dlib's descriptor takes ~75 ms a face)
     strip_frames: int = 8  # frames of the first test clip kept for the book's strips
+    shift: int = 5  # frames the shifted-audio control delays the speech by (5 frames = 16 mel steps)
     inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, if you have it
     lpips_backbone: str = ""  # torchvision's alexnet weights, if you have them
     lpips_linear: str = ""  # the lpips package's weights/v0.1/alex.pth
@@ -106,9 +122,22 @@ def _clips(prepared: str | Path, params: EvalParams) -> list[PreparedClip]:
     return clips[: params.max_clips] if params.max_clips else clips
 
 
-def _transcripts(dataset: dict, split: str) -> dict[str, tuple[Path, str | None]]:
-    return {clip.key: (clip.video, clip.transcript)
-            for clip in read_dataset(dataset.get("kind", "corpus"), dataset.get("root", "data/corpus"), split)}
+@dataclass(frozen=True)
+class Source:
+    """Where a test clip came from: its video (with the audio), script and voice (when known)."""
+
+    video: Path
+    script: str
+    voice: str
+
+
+def _sources(dataset: dict, split: str) -> dict[str, Source]:
+    out = {}
+    for clip in read_dataset(dataset.get("kind", "corpus"), dataset.get("root", "data/corpus"), split):
+        sidecar = Path(clip.video).with_suffix(".json")
+        voice = json.loads(sidecar.read_text()).get("voice", "") if sidecar.is_file() else ""
+        out[clip.key] = Source(Path(clip.video), clip.transcript or "", voice)
+    return out
 
 
 def _every(frames: np.ndarray, step: int) -> np.ndarray:
@@ -126,44 +155,230 @@ def _optional(compute, configured) -> float | None:
         return None
 
 
-def evaluate_reference(prepared: str | Path, dataset: dict, expert_path: str | Path, lipreader_path: str | Path,
-                       out_npz: str | Path, params: EvalParams) -> dict:
-    """The ground-truth row, and the real side of every comparison, saved to ``out_npz``."""
+@dataclass
+class Rendition:
+    """What one row shows for one test clip: the video, the audio it is judged against (mel) and
+    what the speech recogniser hears in that audio (T_speech)."""
+
+    frames: np.ndarray  # (T, S, S, 3) uint8
+    mel: np.ndarray  # (80, M)
+    speech: str
+
+
+@dataclass
+class Judges:
+    """The networks that score a row: the sync judge and the lip reader."""
+
+    sync: nn.Module
+    reader: nn.Module
+
+
+def load_judges(judge_path: str | Path, lipreader_path: str | Path) -> Judges:
+    from .models.lipreader import load_lipreader
+    from .models.sync_judge import load_sync_judge
+
+    return Judges(load_sync_judge(judge_path), load_lipreader(lipreader_path))
+
+
+CONTROLS = {
+    "ground_truth": "Ground truth (the real video)",
+    "still_reference": "Still reference frame",
+    "wrong_audio": "Real video, another clip's speech",
+    "shifted_audio": "Real video, speech delayed",
+}
+"""The control rows: what the metrics give the truth and the failures they must tell from it."""
+
+
+def control_renditions(control: str, clips: list[PreparedClip], speech: list[str], params: EvalParams
+                       ) -> list[Rendition]:
+    """The control ``control`` (a key of :data:`CONTROLS`) for every clip."""
+    n = len(clips)
+    if control == "ground_truth":
+        return [Rendition(c.faces, c.mel, s) for c, s in zip(clips, speech)]
+    if control == "still_reference":
+        out = []
+        for clip, said in zip(clips, speech):
+            first_reference = reference_windows(len(clip), params.window)[0][1]
+            still = np.repeat(clip.faces[first_reference][None], len(clip), axis=0)
+            out.append(Rendition(still, clip.mel, said))
+        return out
+    if control == "wrong_audio":
+        # The next clip's speech (another sentence of the test split), cut or padded with silence.
+        out = []
+        for i, clip in enumerate(clips):
+            other = (i + 1) % n
+            mel = clips[other].mel
+            steps = clip.mel.shape[1]
+            mel = mel[:, :steps] if mel.shape[1] >= steps else np.pad(
+                mel, ((0, 0), (0, steps - mel.shape[1])), constant_values=float(mel.min()))
+            out.append(Rendition(clip.faces, mel, speech[other]))
+        return out
+    if control == "shifted_audio":
+        return [Rendition(c.faces, shifted_mel(c.mel, params.shift, c.fps), s) for c, s in zip(clips, speech)]
+    raise ValueError(f"no control {control!r}; the controls are {', '.join(CONTROLS)}")
+
+
+def expected_offset(variant: str, params: EvalParams) -> int:
+    """The AV offset a perfect judge finds for a row: -shift for the shifted audio, else 0."""
+    return -params.shift if variant == "shifted_audio" else 0
+
+
+def generator_renditions(model: nn.Module, clips: list[PreparedClip], speech: list[str], params: EvalParams):
+    """Every clip regenerated by ``model`` from its own audio (a generator, lazily, clip by clip)."""
+    for clip, said in zip(clips, speech):
+        yield Rendition(generate_clip(model, clip, params.window, params.batch_windows), clip.mel, said)
+
+
+def _text_per_clip(lips: list[str], speech: list[str], real_lips: list[str], scripts: list[str]) -> dict[str, list]:
+    per_clip: dict[str, list] = {name: [metric(h, r) for h, r in zip(lips, speech)]
+                                 for name, metric in SENTENCE_METRICS.items()}
+    for key, name in (("vtcs_b", "bleu"), ("vtcs_w", "wer")):
+        score = SENTENCE_METRICS[name]
+        per_clip[key] = [abs(score(g, s) - score(t, s)) for g, t, s in zip(lips, real_lips, speech)]
+    per_clip["wer_script"] = [SENTENCE_METRICS["wer"](h, s) for h, s in zip(lips, scripts)]
+    return per_clip
+
+
+def score_renditions(variant: str, label: str, clips: list[PreparedClip], renditions, ref: dict, judges: Judges,
+                     params: EvalParams, frames_out: str | Path | None = None) -> dict:
+    """One row of the tables: every metric of ``renditions`` (one per clip of ``clips``) against the
+    real clips, scored by ``judges``. The same function scores the generators and the controls.
+
+    A rendition whose frames are the real clip's own array reuses the real side's landmarks and
+    face descriptors (the same detector on the same frames gives the same result).
+    """
+    from .models.lipreader import read_lips
+
+    torch.set_num_threads(params.threads)
+    start = time.perf_counter()
+    keys = [c.key for c in clips]
+    if keys != [str(k) for k in ref["keys"]]:
+        raise ValueError("the reference evaluation was computed on other clips; rerun evaluate-reference")
+    real_lips, scripts = [str(s) for s in ref["lip_gt"]], [str(s) for s in ref["truth"]]
+    per: dict[str, list] = {k: [] for k in ("psnr", "ssim", "lse_c", "lse_d", "offset", "m_lmd", "f_lmd")}
+    lips, speech, fake_embeddings, real_all, fake_all, strip = [], [], [], [], [], None
+    for clip, shown in zip(clips, renditions):
+        frames = shown.frames
+        if strip is None:
+            strip = frames[: params.strip_frames]
+        per["psnr"].append(psnr(frames, clip.faces))
+        per["ssim"].append(ssim(frames, clip.faces))
+        sync = clip_sync_scores_judge(judges.sync, frames, clip.landmarks, shown.mel, clip.fps)
+        per["lse_c"].append(sync.lse_c)
+        per["lse_d"].append(sync.lse_d)
+        per["offset"].append(sync.offset)
+        if frames is clip.faces:
+            fake_lm, embedded = ref["landmarks"][clip.key], ref["clip_embeddings"][clip.key]
+        else:
+            fake_lm = detect_crop_landmarks(_every(frames, params.landmark_frame_step))
+            embedded = fid_metrics.face_embeddings(_every(frames, params.fd_frame_step))
+        scores = lmd(fake_lm, ref["landmarks"][clip.key])
+        per["m_lmd"].append(scores["m_lmd"])
+        per["f_lmd"].append(scores["f_lmd"])
+        fake_embeddings.append(embedded)
+        lips.append(read_lips(judges.reader, frames, clip.landmarks))
+        speech.append(shown.speech)
+        if params.inception_weights or params.lpips_backbone:
+            real_all.append(clip.faces)
+            fake_all.append(frames)
+    per.update(_text_per_clip(lips, speech, real_lips, scripts))
+    target = expected_offset(variant, params)
+    per["offset_ok"] = [float(abs(o - target) <= 1) for o in per["offset"]]
+    real_emb = [ref["clip_embeddings"][k] for k in keys]
+    fd = _fd_with_interval(real_emb, fake_embeddings)
+    fid_value = lpips_value = None
+    if real_all:
+        real_cat, fake_cat = np.concatenate(real_all), np.concatenate(fake_all)
+        fid_value = _optional(lambda: fid_metrics.inception_fid(real_cat, fake_cat, params.inception_weights),
+                              params.inception_weights)
+        lpips_value = _optional(lambda: lpips_distance(fake_cat, real_cat, params.lpips_backbone, params.lpips_linear),
+                                params.lpips_backbone and params.lpips_linear)
+    row = {"variant": variant, "label": label, "kind": "control" if variant in CONTROLS else "generator",
+           "clips": len(clips), "frames": int(sum(len(c) for c in clips)),
+           **{k: float(np.nanmean(v)) for k, v in per.items() if k != "offset"},
+           "fd_face": fd[0], "fid": fid_value, "lpips": lpips_value, "expected_offset": target,
+           "ci": {k: list(mean_interval(v)) for k, v in per.items() if k != "offset"} | {"fd_face": [fd[1], fd[2]]},
+           "per_clip": {"keys": keys, **{k: [float(x) for x in v] for k, v in per.items()},
+                        "lips": lips, "speech": speech},
+           "examples": [{"clip": k, "script": t, "speech": s, "lips_real": g, "lips": h}
+                        for k, t, s, g, h in list(zip(keys, scripts, speech, real_lips, lips))[:5]],
+           "unavailable": _unavailable(params), "params": asdict(params),
+           "seconds": time.perf_counter() - start}
+    if frames_out is not None:
+        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames],
+                                      "clip": np.array(clips[0].key)})
+    return row
+
+
+def _fd_with_interval(real: list[np.ndarray], fake: list[np.ndarray], resamples: int = 200
+                      ) -> tuple[float, float, float]:
+    """FD-face of all frames, and a 95% interval from resampling the clips of both sides together."""
+    value = fid_metrics.frechet_distance_from_features(np.concatenate(real), np.concatenate(fake))
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(real), len(real))
+        samples.append(fid_metrics.frechet_distance_from_features(np.concatenate([real[i] for i in pick]),
+                                                                  np.concatenate([fake[i] for i in pick])))
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return float(value), float(lo), float(hi)
+
+
+def evaluate_reference(prepared: str | Path, dataset: dict, judge_path: str | Path, lipreader_path: str | Path,
+                       out_npz: str | Path, params: EvalParams, expert_path: str | Path | None = None
+                       ) -> dict[str, dict]:
+    """The real side of every comparison, saved to ``out_npz``, and the control rows scored by
+    :func:`score_renditions`; with the judges' calibration (``calibration``: the recogniser per
+    voice, the mean distance per offset of one clip under each control, and the training expert's
+    offsets when ``expert_path`` is given)."""
     from .metrics.speech import transcribe
-    from .models.lipreader import load_lipreader, read_lips
+    from .metrics.sync import clip_sync_scores
+    from .models.lipreader import read_lips
 
     torch.set_num_threads(params.threads)
     start = time.perf_counter()
     clips = _clips(prepared, params)
-    sources = _transcripts(dataset, params.split)
-    expert = load_model_checkpoint(expert_path)
-    reader = load_lipreader(lipreader_path)
-    landmarks, embeddings, speech, lip_gt, truth, sync = {}, [], [], [], [], []
+    sources = _sources(dataset, params.split)
+    judges = load_judges(judge_path, lipreader_path)
+    grammar = SLOTS if dataset.get("kind", "corpus") == "corpus" else None
+    speech, truth, lip_gt, voices, landmarks, embeddings = [], [], [], [], {}, {}
     for clip in clips:
-        video, transcript = sources[clip.key]
-        speech.append(transcribe(video))
-        truth.append(transcript or "")
-        lip_gt.append(read_lips(reader, clip.faces, clip.landmarks))
+        source = sources[clip.key]
+        speech.append(transcribe(source.video, grammar=grammar))
+        truth.append(source.script)
+        voices.append(source.voice)
+        lip_gt.append(read_lips(judges.reader, clip.faces, clip.landmarks))
         landmarks[clip.key] = detect_crop_landmarks(_every(clip.faces, params.landmark_frame_step))
-        embeddings.append(fid_metrics.face_embeddings(_every(clip.faces, params.fd_frame_step)))
-        sync.append(clip_sync_scores(expert, clip.faces, clip.mel, clip.fps, bgr=False))
+        embeddings[clip.key] = fid_metrics.face_embeddings(_every(clip.faces, params.fd_frame_step))
     keys = [c.key for c in clips]
-    write_npz_atomic(out_npz, {"keys": np.array(keys), "embeddings": np.concatenate(embeddings),
-                               "speech": np.array(speech), "lip_gt": np.array(lip_gt), "truth": np.array(truth),
-                               **{f"landmarks/{k}": v for k, v in landmarks.items()}}, compressed=False)
-    text = text_scores(lip_gt, speech)
-    row = {"variant": "ground_truth", "label": "Ground Truth", "clips": len(clips),
-           "frames": int(sum(len(c) for c in clips)), "psnr": 100.0, "ssim": 1.0, "fd_face": 0.0,
-           "fid": 0.0 if params.inception_weights else None, "lpips": 0.0 if params.lpips_backbone else None,
-           "lse_c": float(np.mean([s.lse_c for s in sync])), "lse_d": float(np.mean([s.lse_d for s in sync])),
-           "m_lmd": 0.0, "f_lmd": 0.0, **text, "vtcs_b": 0.0, "vtcs_w": 0.0,
-           "speech_wer_vs_script": text_scores(speech, truth)["wer"],
-           "lipreader_wer_vs_script": text_scores(lip_gt, truth)["wer"],
-           "examples": [{"clip": k, "script": t, "speech": s, "lips": g}
-                        for k, t, s, g in list(zip(keys, truth, speech, lip_gt))[:5]],
-           "unavailable": _unavailable(params), "params": asdict(params),
-           "seconds": time.perf_counter() - start}
-    return row
+    write_npz_atomic(out_npz, {"keys": np.array(keys), "speech": np.array(speech), "lip_gt": np.array(lip_gt),
+                               "truth": np.array(truth), "voices": np.array(voices),
+                               **{f"landmarks/{k}": v for k, v in landmarks.items()},
+                               **{f"embeddings/{k}": v for k, v in embeddings.items()}}, compressed=False)
+    ref = load_reference(out_npz)
+    reference_seconds = time.perf_counter() - start
+    rows = {}
+    for control, label in CONTROLS.items():
+        shown = control_renditions(control, clips, speech, params)
+        if control == "shifted_audio":
+            label = f"{label} {params.shift} frames"
+        rows[control] = score_renditions(control, label, clips, shown, ref, judges, params)
+    rows["ground_truth"]["seconds"] += reference_seconds
+    rows["ground_truth"]["speech_wer_vs_script"] = float(np.mean([SENTENCE_METRICS["wer"](s, t)
+                                                                  for s, t in zip(speech, truth)]))
+    rows["ground_truth"]["speech_per_clip"] = {"voice": voices, "script": truth, "speech": speech}
+    calibration = {"offset_curves": {c: {"clip": keys[0], "dists": clip_sync_scores_judge(
+        judges.sync, shown.frames, clips[0].landmarks, shown.mel, clips[0].fps).dists.tolist()}
+        for c in CONTROLS for shown in [control_renditions(c, clips[:2], speech[:2], params)[0]]}}
+    if expert_path is not None:
+        expert = load_model_checkpoint(expert_path)
+        real = [clip_sync_scores(expert, c.faces, c.mel, c.fps, bgr=False) for c in clips]
+        moved = [clip_sync_scores(expert, c.faces, shifted_mel(c.mel, params.shift, c.fps), c.fps, bgr=False)
+                 for c in clips]
+        calibration["expert"] = {"offset": [s.offset for s in real], "offset_shifted": [s.offset for s in moved],
+                                 "lse_c": [s.lse_c for s in real], "shift": params.shift}
+    rows["ground_truth"]["calibration"] = calibration
+    return rows
 
 
 def _unavailable(params: EvalParams) -> dict[str, str]:
@@ -180,59 +395,18 @@ def load_reference(path: str | Path) -> dict:
     with np.load(path) as data:
         ref = {k: data[k] for k in data.files}
     ref["landmarks"] = {k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("landmarks/")}
+    ref["clip_embeddings"] = {k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith("embeddings/")}
     return ref
 
 
 def evaluate_generator(variant: str, label: str, checkpoint: str | Path, prepared: str | Path,
-                       reference_npz: str | Path, expert_path: str | Path, lipreader_path: str | Path,
+                       reference_npz: str | Path, judge_path: str | Path, lipreader_path: str | Path,
                        params: EvalParams, frames_out: str | Path | None = None) -> dict:
     """One row of the tables for the generator in ``checkpoint``."""
-    from .models.lipreader import load_lipreader, read_lips
-
     torch.set_num_threads(params.threads)
-    start = time.perf_counter()
     ref = load_reference(reference_npz)
     clips = _clips(prepared, params)
-    keys = [c.key for c in clips]
-    if keys != [str(k) for k in ref["keys"]]:
-        raise ValueError(f"{reference_npz} was computed on other clips; rerun the reference evaluation")
     model = load_model_checkpoint(checkpoint)
-    expert = load_model_checkpoint(expert_path)
-    reader = load_lipreader(lipreader_path)
-    real, fake, real_lm, fake_lm, embeddings, sync, lip_gen = [], [], [], [], [], [], []
-    strip = None
-    for clip in clips:
-        generated = generate_clip(model, clip, params.window, params.batch_windows)
-        if strip is None:
-            strip = generated[: params.strip_frames]
-        real.append(clip.faces)
-        fake.append(generated)
-        fake_lm.append(detect_crop_landmarks(_every(generated, params.landmark_frame_step)))
-        real_lm.append(ref["landmarks"][clip.key])
-        embeddings.append(fid_metrics.face_embeddings(_every(generated, params.fd_frame_step)))
-        sync.append(clip_sync_scores(expert, generated, clip.mel, clip.fps, bgr=False))
-        lip_gen.append(read_lips(reader, generated, clip.landmarks))
-    real_all, fake_all = np.concatenate(real), np.concatenate(fake)
-    speech, lip_gt = [str(s) for s in ref["speech"]], [str(s) for s in ref["lip_gt"]]
-    landmark_scores = lmd(np.concatenate(fake_lm), np.concatenate(real_lm))
-    fid_value = _optional(lambda: fid_metrics.inception_fid(real_all, fake_all, params.inception_weights),
-                          params.inception_weights)
-    lpips_value = _optional(lambda: lpips_distance(fake_all, real_all, params.lpips_backbone, params.lpips_linear),
-                            params.lpips_backbone and params.lpips_linear)
-    row = {"variant": variant, "label": label, "clips": len(clips), "frames": int(len(real_all)),
-           "psnr": psnr(fake_all, real_all), "ssim": ssim(fake_all, real_all),
-           "fd_face": fid_metrics.frechet_distance_from_features(ref["embeddings"], np.concatenate(embeddings)),
-           "fid": fid_value, "lpips": lpips_value,
-           "lse_c": float(np.mean([s.lse_c for s in sync])), "lse_d": float(np.mean([s.lse_d for s in sync])),
-           "m_lmd": float(landmark_scores["m_lmd"]), "f_lmd": float(landmark_scores["f_lmd"]),
-           **text_scores(lip_gen, speech),
-           "vtcs_b": vtcs(lip_gen, lip_gt, speech, "bleu"), "vtcs_w": vtcs(lip_gen, lip_gt, speech, "wer"),
-           "examples": [{"clip": k, "speech": s, "lips_real": g, "lips_generated": h}
-                        for k, s, g, h in list(zip(keys, speech, lip_gt, lip_gen))[:5]],
-           "unavailable": _unavailable(params), "params": asdict(params),
-           "seconds": time.perf_counter() - start}
-    if frames_out is not None:
-        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames],
-                                      "clip": np.array(clips[0].key)})
-    return row
-
+    judges = load_judges(judge_path, lipreader_path)
+    shown = generator_renditions(model, clips, [str(s) for s in ref["speech"]], params)
+    return score_renditions(variant, label, clips, shown, ref, judges, params, frames_out)

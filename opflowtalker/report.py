@@ -20,25 +20,36 @@ JSON and NPZ outputs into what the chapter draws and says:
 * :func:`frame_strip_rows`: the rows of a Figure-3-style strip, real frames on top.
 * :func:`loudness_per_frame`, :func:`lip_sync_row` and :func:`lip_sync_sentence`: whether a
   generated mouth opens with the speech (the generate chapter), from a lip gap per frame.
+* :func:`window_samples` and :func:`window_loudness`: which stretch of audio each frame's mel window
+  is computed from, and how loud it is, so the audio chapter can say which windows hear silence.
+* :func:`sharpness` and :func:`sharpness_sentence`: whether generated faces keep the photo's detail
+  (variance of the Laplacian), for the generate chapter.
+
+The other chapters' sentences are built from these too, so a chapter's prose follows its run.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 
-from .tables import format_cell
+from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
+from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
+from .tables import format_value
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
-           "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
+           "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "frame_strip_rows", "SILENCE", "loudness_per_frame",
-           "lip_sync_row", "lip_sync_sentence"]
+           "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
+           "sharpness_sentence", "judge_calibration_table", "judge_bounds", "speech_by_voice", "sync_judge_verdict",
+           "expert_calibration"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
 PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
-                  "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables", "notebook",
+                  "train-sync-judge", "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables", "notebook",
                   "book")
 
 TIE = "tie"
@@ -113,13 +124,27 @@ def _row(rows: Sequence[Mapping], variant: str) -> Mapping:
 
 def _shown(value: float, key: str) -> str:
     # The tables' own formatting, so that "equal" means "prints the same in the table".
-    return format_cell({key: value}, key)
+    return format_value(value)
+
+
+def paired_difference(row_a: Mapping, row_b: Mapping, key: str) -> tuple[float, float, float] | None:
+    """(a - b, low, high): the paired 95% interval over the clips both rows were scored on, or None
+    when either row lacks per-clip values of ``key`` (the paper's rows, FD-face)."""
+    pa, pb = (row_a.get("per_clip") or {}).get(key), (row_b.get("per_clip") or {}).get(key)
+    if pa is None or pb is None or len(pa) != len(pb):
+        return None
+    keys_a, keys_b = (row_a.get("per_clip") or {}).get("keys"), (row_b.get("per_clip") or {}).get("keys")
+    if keys_a is not None and keys_b is not None and list(keys_a) != list(keys_b):
+        raise ReportError(f"rows {row_a.get('variant')!r} and {row_b.get('variant')!r} were scored on other clips")
+    return paired_interval(pa, pb)
 
 
 def better_of(rows: Sequence[Mapping], a: str, b: str, columns: Sequence[Mapping]) -> dict[str, str | None]:
-    """Per column key: the variant (``a`` or ``b``) whose value is better given the column's
-    direction, ``"tie"`` when both print the same at the tables' precision, or None when either
-    value could not be computed."""
+    """Per column key: the variant (``a`` or ``b``) that is better given the column's direction,
+    ``"tie"`` when no difference is measured, or None when either value could not be computed.
+
+    Rows with per-clip values are compared by the paired 95% interval of the difference: a win
+    only when it excludes zero. Rows without them (the paper's) by the printed values."""
     row_a, row_b = _row(rows, a), _row(rows, b)
     winners: dict[str, str | None] = {}
     for column in columns:
@@ -127,6 +152,11 @@ def better_of(rows: Sequence[Mapping], a: str, b: str, columns: Sequence[Mapping
         va, vb = row_a.get(key), row_b.get(key)
         if va is None or vb is None or math.isnan(va) or math.isnan(vb):
             winners[key] = None
+            continue
+        paired = paired_difference(row_a, row_b, key)
+        if paired is not None:
+            outcome = verdict(paired[1], paired[2], bool(column["higher_is_better"]), a, b)
+            winners[key] = TIE if outcome == NO_DIFFERENCE else outcome
         elif _shown(va, key) == _shown(vb, key):
             winners[key] = TIE
         else:
@@ -201,10 +231,12 @@ def _all_rows(tables: Mapping) -> list[Mapping]:
 
 
 def head_to_head_sentences(tables: Mapping, a: str = "full", b: str = "wav2lip") -> str:
-    """Markdown: which of variants ``a`` and ``b`` wins each metric of the tables, and by how much.
+    """Markdown: which of variants ``a`` and ``b`` wins each metric of the tables, by the paired
+    95% interval of the difference over the same test clips ("no difference measured" when it
+    includes zero).
 
     The lead sentence counts the wins each way and names the metrics that could not be computed;
-    one bullet per metric follows with both values, the difference and the relative difference.
+    one bullet per metric follows with both values and the difference with its interval.
     """
     rows = _all_rows(tables)
     row_a, row_b = _row(rows, a), _row(rows, b)
@@ -219,27 +251,28 @@ def head_to_head_sentences(tables: Mapping, a: str = "full", b: str = "wav2lip")
     ties = [c for c in measured if winners[c["key"]] == TIE]
     missing = [c["heading"] for c in columns if winners[c["key"]] is None]
     if len(wins_a) > len(wins_b):
-        verdict = f"**{label_a}** comes out ahead"
+        overall = f"**{label_a}** comes out ahead"
     elif len(wins_b) > len(wins_a):
-        verdict = f"**{label_b}** comes out ahead"
+        overall = f"**{label_b}** comes out ahead"
     else:
-        verdict = "neither comes out ahead"
+        overall = "neither comes out ahead"
     lead = (f"Of the {len(measured)} metrics computed for both, **{label_a}** is better than **{label_b}** on "
-            f"{len(wins_a)}, worse on {len(wins_b)} and level on {len(ties)}: {verdict}.")
+            f"{len(wins_a)}, worse on {len(wins_b)}, and no difference is measured on {len(ties)}: {overall}.")
     if missing:
         lead += f" Not computed: {', '.join(missing)}."
-    lead += f" Percentages are of {label_b}'s value."
     lines = [lead, ""]
     for column in measured:
         key = column["key"]
         va, vb = float(row_a[key]), float(row_b[key])
         values = f"{_shown(va, key)} vs {_shown(vb, key)}"
+        paired = paired_difference(row_a, row_b, key)
+        interval = (f"difference {paired[0]:+.4g}, paired 95% interval [{paired[1]:+.4g}, {paired[2]:+.4g}]"
+                    if paired is not None else "no per-clip values, compared as printed")
         if winners[key] == TIE:
-            lines.append(f"- {column['heading']}: {values}, level at this precision.")
-            continue
-        winner = label_a if winners[key] == a else label_b
-        relative = f" ({100 * abs(va - vb) / abs(vb):.1f}%)" if vb != 0 else ""
-        lines.append(f"- {column['heading']}: {values}; {winner} better by {abs(va - vb):.4g}{relative}.")
+            lines.append(f"- {column['heading']}: {values}; {interval}: {NO_DIFFERENCE}.")
+        else:
+            winner = label_a if winners[key] == a else label_b
+            lines.append(f"- {column['heading']}: {values}; {interval}: {winner} is better.")
     return "\n".join(lines)
 
 
@@ -400,3 +433,149 @@ def lip_sync_sentence(label: str, row: Mapping[str, float], n_frames: int) -> st
             f"{abs(ahead):.0f} ms {'ahead of' if ahead > 0 else 'behind'} the sound)")
     return (f"**{label}**: the correlation of lip gap and loudness over the {n_frames} frames "
             f"{_strength(r)}{lead}; the gap varies by {sd:.1f} px (s.d.) and the mouth {opens}.")
+
+
+# --- Which audio each mel window hears (the audio chapter) ----------------------------------------
+
+def window_samples(frame: int, fps: float, n_samples: int, params: MelParams = WAV2LIP) -> tuple[int, int]:
+    """First and one-past-last sample of the audio that frame ``frame``'s mel window is computed from.
+
+    The window is :func:`opflowtalker.audio.mel_window`'s: steps s..s+15 with s = int(80 frame / fps),
+    moved back to the last 16 steps at the end. Step k is a centred STFT frame, samples
+    [k hop - n_fft/2, k hop + n_fft/2), so the window spans [s hop - n_fft/2, (s+15) hop + n_fft/2),
+    clipped to the audio.
+    """
+    n_steps = 1 + n_samples // params.hop_size
+    start = min(int(mel_steps_per_second(params) * (frame / float(fps))), n_steps - MEL_WINDOW_STEPS)
+    first = start * params.hop_size - params.n_fft // 2
+    last = (start + MEL_WINDOW_STEPS - 1) * params.hop_size + params.n_fft // 2
+    return max(0, first), min(n_samples, last)
+
+
+def window_loudness(wav: np.ndarray, fps: float, n_frames: int, params: MelParams = WAV2LIP) -> np.ndarray:
+    """RMS of the samples under each of the first ``n_frames`` frames' mel windows (:func:`window_samples`)."""
+    wav = np.asarray(wav, dtype=np.float64)
+    spans = [window_samples(i, fps, len(wav), params) for i in range(n_frames)]
+    return np.array([np.sqrt(np.mean(wav[a:b] ** 2)) for a, b in spans])
+
+
+# --- Do generated faces keep the photo's detail? (the generate chapter) ----------------------------
+
+def sharpness(frames: np.ndarray, region: tuple[int, int, int, int]) -> float:
+    """Mean over frames (T, H, W, 3) of the variance of the Laplacian of the grey image inside
+    ``region`` (y0, y1, x0, x1): the usual focus measure, which blurring lowers."""
+    y0, y1, x0, x1 = region
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    crops = frames[:, y0:y1, x0:x1]
+    if crops.size == 0:
+        raise ReportError(f"no pixels to measure sharpness on in the region {region}")
+    values = [cv2.Laplacian(cv2.cvtColor(np.ascontiguousarray(c), cv2.COLOR_RGB2GRAY).astype(np.float64),
+                            cv2.CV_64F).var() for c in crops]
+    return float(np.mean(values))
+
+
+# Sharpness ratios (generated over photo) read as "as sharp" from here up, "blurred" under BLURRED.
+AS_SHARP, BLURRED = 0.8, 0.5
+
+
+def sharpness_sentence(label: str, ratio: float, region: str = "the lower face") -> str:
+    """One Markdown sentence on a sharpness ratio, generated over photo (:func:`sharpness`)."""
+    if not np.isfinite(ratio):
+        return f"**{label}**: the sharpness of {region} could not be measured."
+    if ratio > 1 / AS_SHARP:
+        verdict = ("more high-frequency content than the photo there, which is artefacts or noise rather "
+                   "than detail the photo has")
+    elif ratio >= AS_SHARP:
+        verdict = "as sharp as the photo there"
+    elif ratio >= BLURRED:
+        verdict = "softer than the photo there"
+    else:
+        verdict = "blurred: most of the photo's fine detail there is gone"
+    return (f"**{label}** keeps {ratio:.0%} of the photo's sharpness in {region} (variance of the "
+            f"Laplacian, generated over photo): {verdict}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Can we trust the judges? The control rows (metrics/controls) against the bounds a judge must meet.
+# ---------------------------------------------------------------------------------------------
+
+def _with_interval(row: Mapping, key: str) -> str:
+    from .tables import format_cell
+
+    return format_cell(row, key)
+
+
+def judge_calibration_table(controls: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One line per control row: what the sync judge, the lip reader and the recogniser give it,
+    each mean with its 95% interval over the test clips."""
+    lines = {}
+    for row in controls.values():
+        lines[row["label"]] = {
+            "LSE-C ↑": _with_interval(row, "lse_c"), "LSE-D ↓": _with_interval(row, "lse_d"),
+            "expected offset": row["expected_offset"],
+            "clips with the best offset within ±1 of it": f"{100 * row['offset_ok']:.0f}%",
+            "lip reader WER vs script": _with_interval(row, "wer_script"),
+            "lip reader WER vs T_speech": _with_interval(row, "wer")}
+    return pd.DataFrame.from_dict(lines, orient="index")
+
+
+def judge_bounds(controls: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Each bound a judge must meet before the study trusts it, the measured value and whether it is
+    met: the sync judge's offsets and its LSE-C against the still and wrong-audio controls, the lip
+    reader on the real and the still video, the speech recogniser against the script."""
+    truth, still, wrong, moved = (controls[k] for k in ("ground_truth", "still_reference", "wrong_audio",
+                                                          "shifted_audio"))
+    checks = [
+        ("sync judge: real clips with the best offset within ±1 of 0", truth["offset_ok"], ">=", 0.90),
+        (f"sync judge: shifted clips with the best offset within ±1 of {moved['expected_offset']}",
+         moved["offset_ok"], ">=", 0.90),
+        ("sync judge: LSE-C of the real video / the still reference", truth["lse_c"] / max(still["lse_c"], 1e-12),
+         ">=", 3.0),
+        ("sync judge: LSE-C of the real video / wrong audio", truth["lse_c"] / max(wrong["lse_c"], 1e-12), ">=", 3.0),
+        ("lip reader: WER of the real video against the script", truth["wer_script"], "<=", 0.20),
+        ("lip reader: WER of the still reference against the script", still["wer_script"], ">=", 0.75),
+        ("speech recogniser: WER against the script", truth["speech_wer_vs_script"], "<=", 0.10),
+    ]
+    lines = [{"claim": claim, "measured": round(float(value), 3), "bound": f"{op} {bound:g}",
+              "met": bool(value >= bound if op == ">=" else value <= bound)} for claim, value, op, bound in checks]
+    return pd.DataFrame(lines).set_index("claim")
+
+
+def speech_by_voice(truth: Mapping) -> pd.DataFrame:
+    """The speech recogniser's WER against the script, per voice of the test clips (and overall)."""
+    from .metrics.text import wer
+
+    spoken = truth["speech_per_clip"]
+    frame = pd.DataFrame({"voice": spoken["voice"], "wer": [wer(s, t) for s, t in zip(spoken["speech"],
+                                                                                      spoken["script"])]})
+    table = frame.groupby("voice")["wer"].agg(["count", "mean"]).rename(columns={"count": "clips", "mean": "WER"})
+    table.loc["all voices"] = [len(frame), frame["wer"].mean()]
+    table["clips"] = table["clips"].astype(int)
+    return table.round(3)
+
+
+def sync_judge_verdict(log: Mapping, shift: int) -> str:
+    """Markdown: the sync judge's calibration on the validation clips (seen faces, unseen sentences),
+    the shifted audio delayed by ``shift`` frames (``train_sync_judge.eval_shift``)."""
+    val = log.get("val")
+    if not val:
+        raise ReportError("the sync judge's log holds no validation calibration")
+    return (f"After {log['steps']} steps ({log['seconds'] / 60:.1f} min) the sync judge finds the true offset "
+            f"within one frame on {100 * val['offset_within_1']:.0f}% of the {val['clips']} validation clips, and "
+            f"the offset of audio delayed by {val.get('shift', shift)} frames on {100 * val['shifted_offset_within_1']:.0f}%; their mean LSE-C is {val['lse_c']:.3f} "
+            f"(LSE-D {val['lse_d']:.3f}) on a distance scale of 0 to 2 (unit-norm embeddings).")
+
+
+def expert_calibration(truth: Mapping) -> str:
+    """Markdown: how the training expert (SyncNet) would do as a judge, on the real and shifted clips."""
+    expert = (truth.get("calibration") or {}).get("expert")
+    if not expert:
+        raise ReportError("the ground-truth row holds no calibration of the training expert")
+    offsets, moved = np.asarray(expert["offset"]), np.asarray(expert["offset_shifted"])
+    shift = expert["shift"]
+    return (f"The training expert (Wav2Lip's SyncNet, the teacher of L_sync) put through the same offset search: "
+            f"the best offset is within one frame of 0 on {100 * np.mean(np.abs(offsets) <= 1):.0f}% of the real "
+            f"test clips and within one frame of {-shift} on {100 * np.mean(np.abs(moved + shift) <= 1):.0f}% of the "
+            f"shifted ones, mean LSE-C {np.mean(expert['lse_c']):.3f}.")

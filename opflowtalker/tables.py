@@ -1,7 +1,9 @@
 """Tables 1-3 of the paper from the evaluation JSONs, with the paper's reported rows beside ours.
 
-Our rows come from ``metrics/generators/<variant>.json`` (written by ``opflowtalker evaluate``);
-the paper's are :data:`PAPER`, copied from its Tables 1-3 (LRS2) and always labelled "reported by
+Our rows come from ``metrics/generators/<variant>.json`` (written by ``opflowtalker evaluate``) and
+the control rows from ``metrics/controls/<control>.json`` (``opflowtalker evaluate-reference``,
+the same scoring function); each cell of ours carries its 95% bootstrap interval over the test
+clips, and each row its per-clip values for paired comparisons. The paper's are :data:`PAPER`, copied from its Tables 1-3 (LRS2) and always labelled "reported by
 the paper". The two are never mixed in one row: the paper trained on LRS2 at full size for days on
 GPUs, we train on the embedded corpus for minutes on a CPU, so only the *direction* of a difference
 (does a module help?) can be compared, not the numbers.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["PAPER", "TABLES", "build_tables", "format_cell", "load_rows"]
+__all__ = ["PAPER", "TABLES", "CONTROL_ROWS", "build_tables", "format_cell", "format_value", "load_rows"]
 
 # Reported by the paper (LRS2). Table 1: PSNR, SSIM, M-LMD, F-LMD, FID, LSE-C, LPIPS.
 # Table 2: BLEU, WER, CER, ROUGE-L, VTCS-B, VTCS-W. Table 3: PSNR, SSIM, FID, LSE-C, M-LMD,
@@ -54,47 +56,65 @@ PAPER = {
 TABLES = {
     "table1": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("m_lmd", "M-LMD ↓", False),
                ("f_lmd", "F-LMD ↓", False), ("fid", "FID ↓", False), ("fd_face", "FD-face ↓", False),
-               ("lse_c", "LSE-C ↑", True), ("lse_d", "LSE-D ↓", False), ("lpips", "LPIPS ↓", False)],
+               ("lse_c", "LSE-C ↑", True), ("lse_d", "LSE-D ↓", False), ("offset_ok", "offset ok ↑", True),
+               ("lpips", "LPIPS ↓", False)],
     "table2": [("bleu", "BLEU ↑", True), ("wer", "WER ↓", False), ("cer", "CER ↓", False),
-               ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False), ("vtcs_w", "VTCS-W ↓", False)],
+               ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False), ("vtcs_w", "VTCS-W ↓", False),
+               ("wer_script", "WER vs script ↓", False)],
     "table3": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("fid", "FID ↓", False),
                ("fd_face", "FD-face ↓", False), ("lse_c", "LSE-C ↑", True), ("m_lmd", "M-LMD ↓", False),
                ("f_lmd", "F-LMD ↓", False), ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False),
                ("vtcs_w", "VTCS-W ↓", False)],
 }
 
-# Which of our variants appear in Tables 1 and 2 (Table 3 has every variant).
-MAIN_ROWS = ("wav2lip", "full", "ground_truth")
+# Which of our variants appear in Tables 1 and 2 (Table 3 has every variant); the controls close
+# every table.
+MAIN_ROWS = ("wav2lip", "full")
+CONTROL_ROWS = ("ground_truth", "still_reference", "wrong_audio", "shifted_audio")
 
 
-def load_rows(folder: str | Path) -> dict[str, dict]:
+def load_rows(*folders: str | Path) -> dict[str, dict]:
     rows = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        row = json.loads(path.read_text())
-        rows[row["variant"]] = row
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.json")):
+            row = json.loads(path.read_text())
+            rows[row["variant"]] = row
     return rows
 
 
+def format_value(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.3f}"
+
+
 def format_cell(row: dict, key: str) -> str:
+    """A value with its 95% interval, ``"0.512 [0.480, 0.547]"``, or why it is missing."""
     value = row.get(key)
     if value is None:
         reason = (row.get("unavailable") or {}).get(key, "not measured")
         return f"n/a ({reason})"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.3f}"
+    interval = (row.get("ci") or {}).get(key)
+    if interval is None or any(v is None or v != v for v in interval):
+        return format_value(value)
+    return f"{format_value(value)} [{format_value(interval[0])}, {format_value(interval[1])}]"
 
 
-def build_tables(folder: str | Path, variants: dict[str, dict]) -> dict:
-    """Our rows (in ``variants`` order, ground truth last) and the paper's, for each table."""
-    rows = load_rows(folder)
-    missing = [name for name in variants if name not in rows]
+def build_tables(folder: str | Path, variants: dict[str, dict], controls: str | Path | None = None) -> dict:
+    """Our rows (in ``variants`` order, then the controls) and the paper's, for each table."""
+    rows = load_rows(folder, *([controls] if controls is not None else []))
+    needed = list(variants) + (list(CONTROL_ROWS) if controls is not None else [])
+    missing = [name for name in needed if name not in rows]
     if missing:
         raise ValueError(f"no evaluation of {', '.join(missing)} in {folder}; run `dvc repro` first")
-    order = [name for name in variants] + ["ground_truth"]
     result = {}
     for table, columns in TABLES.items():
-        names = [n for n in order if table == "table3" or n in MAIN_ROWS]
-        ours = [{"variant": n, "label": rows[n]["label"], **{k: rows[n].get(k) for k, _, _ in columns},
-                 "cells": {k: format_cell(rows[n], k) for k, _, _ in columns}} for n in names if n in rows]
+        names = [n for n in variants if table == "table3" or n in MAIN_ROWS] + \
+            [n for n in CONTROL_ROWS if n in rows]
+        keys = [k for k, _, _ in columns]
+        ours = [{"variant": n, "label": rows[n]["label"], "kind": rows[n].get("kind", "generator"),
+                 **{k: rows[n].get(k) for k in keys},
+                 "ci": {k: (rows[n].get("ci") or {}).get(k) for k in keys},
+                 "per_clip": {k: v for k, v in (rows[n].get("per_clip") or {}).items() if k in keys + ["keys"]},
+                 "cells": {k: format_cell(rows[n], k) for k in keys}} for n in names]
         result[table] = {"columns": [{"key": k, "heading": h, "higher_is_better": b} for k, h, b in columns],
                          "ours": ours, "paper": PAPER[table]}
     return result

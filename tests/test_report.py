@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +18,9 @@ import pytest
 from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows,
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
-                                 winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame)
+                                 winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
+                                 sharpness_sentence, window_loudness, window_samples)
+from opflowtalker import audio
 from opflowtalker.tables import format_cell
 
 COLUMNS = [{"key": "psnr", "heading": "PSNR ↑", "higher_is_better": True},
@@ -108,13 +111,25 @@ def test_head_to_head_states_each_metric_with_hand_computed_differences(table):
     text = head_to_head_sentences({"table1": table}, "full", "wav2lip")
     lead, _, *bullets = text.splitlines()
     assert lead == ("Of the 2 metrics computed for both, **OpFlowTalker (full model)** is better than "
-                    "**Wav2Lip (baseline)** on 1, worse on 1 and level on 0: neither comes out ahead. "
-                    "Not computed: FID ↓. Percentages are of Wav2Lip (baseline)'s value.")
-    # PSNR 20 vs 16: better by 4, 4/16 = 25%; LSE-D 8 vs 7.5: Wav2Lip better by 0.5, 0.5/7.5 = 6.7%.
+                    "**Wav2Lip (baseline)** on 1, worse on 1, and no difference is measured on 0: neither comes "
+                    "out ahead. Not computed: FID ↓.")
+    # Rows without per-clip values are compared as printed: PSNR 20 vs 16, LSE-D 8 vs 7.5 (lower is better).
     assert bullets == [
-        "- PSNR ↑: 20.000 vs 16.000; OpFlowTalker (full model) better by 4 (25.0%).",
-        "- LSE-D ↓: 8.0000 vs 7.5000; Wav2Lip (baseline) better by 0.5 (6.7%).",
+        "- PSNR ↑: 20.000 vs 16.000; no per-clip values, compared as printed: OpFlowTalker (full model) is better.",
+        "- LSE-D ↓: 8.0000 vs 7.5000; no per-clip values, compared as printed: Wav2Lip (baseline) is better.",
     ]
+
+
+def test_head_to_head_follows_the_paired_interval_over_clips(table):
+    """A difference that every clip shows is a win; one that clips disagree on is no difference."""
+    rows = {r["variant"]: r for r in table["ours"]}
+    rows["wav2lip"]["per_clip"] = {"psnr": [16.0, 15.0, 17.0, 16.0], "lse_d": [7.0, 8.0, 7.5, 7.5]}
+    rows["full"]["per_clip"] = {"psnr": [20.0, 19.0, 21.0, 20.0], "lse_d": [9.0, 7.0, 8.5, 7.5]}
+    text = head_to_head_sentences({"table1": table}, "full", "wav2lip")
+    assert "- PSNR ↑: 20.000 vs 16.000; difference +4, paired 95% interval [+4, +4]: OpFlowTalker (full model) " \
+           "is better." in text
+    assert "- LSE-D ↓: 8.0000 vs 7.5000; difference +0.5" in text and text.endswith("no difference measured.")
+    assert better_of(table["ours"], "full", "wav2lip", COLUMNS[:2]) == {"psnr": "full", "lse_d": "tie"}
 
 
 def test_head_to_head_reports_a_loss_as_a_loss():
@@ -239,3 +254,34 @@ def test_a_mouth_that_does_not_move_is_said_to_hardly_move():
     assert np.isnan(row["r (lip gap, loudness)"]) and row["lip gap s.d. (px)"] == 0
     assert "hardly moves" in lip_sync_sentence("M", row, 100)
     np.testing.assert_allclose(loudness_per_frame(np.ones(1280), 16000, 25.0, 3), [1.0, 1.0, 0.0])
+
+
+def test_a_mel_window_hears_exactly_the_samples_window_samples_names():
+    # A burst of noise in silence: a window's mel values rise above the floor of the scale exactly
+    # when the burst lies in its span, and that is when its loudness is above zero.
+    wav = np.zeros(16000 * 2, np.float32)
+    wav[8100:9100] = np.random.default_rng(0).normal(0, 0.1, 1000)
+    windows = audio.mel_windows(audio.melspectrogram(wav))
+    loudness = window_loudness(wav, 25.0, len(windows))
+    hears = windows.max(axis=(1, 2)) > -4 + 1e-3
+    assert hears.any() and not hears.all()
+    assert (loudness > 0).tolist() == hears.tolist()
+    first, last = window_samples(12, 25.0, len(wav))
+    assert (first, last) == (38 * 200 - 400, (38 + 15) * 200 + 400)  # int(80 * 12 / 25) = 38
+    assert window_samples(10_000, 25.0, len(wav))[1] == len(wav)  # past the end: the last 16 steps
+
+
+def test_blurring_lowers_sharpness_and_the_sentence_says_so():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    region = (32, 64, 0, 64)
+    blurred = cv2.GaussianBlur(photo, (0, 0), 2.0)
+    assert sharpness(photo[None], region) == pytest.approx(sharpness(photo, region))
+    ratio = sharpness(blurred[None], region) / sharpness(photo[None], region)
+    assert ratio < 0.5
+    assert "blurred" in sharpness_sentence("W", ratio)
+    assert "as sharp as the photo" in sharpness_sentence("O", 0.95)
+    assert "softer" in sharpness_sentence("O", 0.6)
+    assert "artefacts" in sharpness_sentence("O", 2.0)
+    with pytest.raises(ReportError):
+        sharpness(photo[None], (10, 10, 0, 64))

@@ -55,15 +55,19 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     variants = yaml.safe_load(params)["generators"]["variants"]
     tables = json.loads((project / "metrics" / "tables.json").read_text())
     table3 = [row["variant"] for row in tables["table3"]["ours"]]
-    assert table3 == [*variants, "ground_truth"]
+    assert table3 == [*variants, "ground_truth", "still_reference", "wrong_audio", "shifted_audio"]
     full = json.loads((project / "metrics" / "generators" / "full.json").read_text())
     assert full["clips"] == 2 and 0 < full["ssim"] < 1 and full["lse_d"] > 0
+    assert set(full["ci"]) >= {"psnr", "lse_c", "wer", "wer_script", "fd_face"}
+    truth = json.loads((project / "metrics" / "controls" / "ground_truth.json").read_text())
+    assert truth["kind"] == "control" and truth["per_clip"]["keys"] == full["per_clip"]["keys"]
     assert full["fid"] is None and "Inception" in full["unavailable"]["fid"]
     for name in variants:
         assert (project / "models" / "generators" / f"{name}.safetensors").is_file()
         assert (project / "runs" / name / "live").is_dir()  # dvclive's logs
     times = json.loads((project / "metrics" / "stage_times.json").read_text())
-    assert {"corpus", "train-syncnet", "train-lipreader", "train-generator full", "evaluate full", "book"} <= set(times)
+    assert {"corpus", "train-syncnet", "train-sync-judge", "train-lipreader", "train-generator full",
+            "evaluate full", "evaluate-reference"} <= set(times)
     assert (project / "book" / "_build" / "html" / "chapters" / "study.html").is_file()
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]

@@ -181,12 +181,18 @@ def test_tables_hold_our_rows_the_ground_truth_and_the_paper_labelled_apart(tmp_
                                   ("no_ofs", "without OFSM", 3.0), ("ground_truth", "Ground Truth", 0.0)]:
         (tmp_path / f"{variant}.json").write_text(json.dumps(_row(variant, label, value)))
     variants = {"wav2lip": {}, "full": {}, "no_ofs": {}}
-    tables = build_tables(tmp_path, variants)
-    assert [r["variant"] for r in tables["table1"]["ours"]] == ["wav2lip", "full", "ground_truth"]
-    assert [r["variant"] for r in tables["table3"]["ours"]] == ["wav2lip", "full", "no_ofs", "ground_truth"]
+    with pytest.raises(ValueError, match="still_reference"):
+        build_tables(tmp_path, variants, tmp_path)  # the controls must all be there
+    for variant in ("still_reference", "wrong_audio", "shifted_audio"):
+        (tmp_path / f"{variant}.json").write_text(json.dumps(_row(variant, variant, 0.5)))
+    tables = build_tables(tmp_path, variants, tmp_path)
+    controls = ["ground_truth", "still_reference", "wrong_audio", "shifted_audio"]
+    assert [r["variant"] for r in tables["table1"]["ours"]] == ["wav2lip", "full", *controls]
+    assert [r["variant"] for r in tables["table3"]["ours"]] == ["wav2lip", "full", "no_ofs", *controls]
     assert tables["table1"]["ours"][1]["cells"]["fid"] == "n/a (needs Inception weights)"
     assert tables["table2"]["paper"] == PAPER["table2"]
     assert format_cell({"psnr": 31.15123}, "psnr") == "31.151" and format_cell({"wer": 0.123456}, "wer") == "0.1235"
+    assert format_cell({"wer": 0.5, "ci": {"wer": [0.4, 0.61]}}, "wer") == "0.5000 [0.4000, 0.6100]"
     with pytest.raises(ValueError, match="no evaluation of missing"):
         build_tables(tmp_path, {**variants, "missing": {}})
 

@@ -57,6 +57,8 @@ __all__ = [
     "speech_features_mfcc",
     "syncnet_v2_features",
     "clip_sync_scores_v2",
+    "clip_sync_scores_judge",
+    "shifted_mel",
 ]
 
 # syncnet_python's default search range (run_syncnet.py --vshift 15): +-0.6 s at 25 fps.
@@ -353,3 +355,37 @@ def clip_sync_scores_v2(model: SyncNetV2, faces: np.ndarray, wav: np.ndarray, sa
                         batch: int = 20, vshift: int = VSHIFT) -> SyncScores:
     """LSE-C/LSE-D of one clip with syncnet_python's network (see :func:`syncnet_v2_features`)."""
     return sync_scores(*syncnet_v2_features(model, faces, wav, sample_rate, batch), vshift=vshift)
+
+
+def clip_sync_scores_judge(judge: nn.Module, faces: np.ndarray, landmarks: np.ndarray, mel: np.ndarray,
+                           fps: float = 25.0, vshift: int = VSHIFT) -> SyncScores:
+    """LSE-C/LSE-D and AV offset of one clip with the sync judge
+    (:mod:`opflowtalker.models.sync_judge`; see its ``judge_features`` for the inputs)."""
+    from ..models.sync_judge import judge_features
+
+    try:
+        features = judge_features(judge, _check_faces(faces), landmarks, mel, fps)
+    except ValueError as error:
+        raise SyncError(str(error)) from error
+    return sync_scores(*features, vshift=vshift)
+
+
+def shifted_mel(mel: np.ndarray, frames: int, fps: float = 25.0) -> np.ndarray:
+    """The mel spectrogram of the same audio delayed by ``frames`` video frames (advanced if
+    negative): silence (the spectrogram's minimum) enters at one end, the same length is kept.
+
+    Wav2Lip's mel has 80 steps a second, so a delay of 5 frames at 25 fps is exactly 16 steps; other
+    delays are rounded to the nearest step. With the audio delayed by k frames, the true AV offset
+    of the result is -k (video frame t matches audio frame t + k).
+    """
+    mel = np.asarray(mel, dtype=np.float32)
+    steps = int(round(frames * 80.0 / fps))
+    if abs(steps) >= mel.shape[1]:
+        raise SyncError(f"a shift of {frames} frames is longer than the clip's audio")
+    if steps == 0:
+        return mel.copy()
+    silence = np.full((mel.shape[0], abs(steps)), mel.min(), dtype=np.float32)
+    if steps > 0:
+        return np.concatenate([silence, mel[:, :-steps]], axis=1)
+    return np.concatenate([mel[:, -steps:], silence], axis=1)
+

@@ -43,7 +43,7 @@ from ..corpus.sentences import SLOTS
 
 __all__ = [
     "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
-    "greedy_decode", "mouth_crops", "read_lips", "load_lipreader",
+    "greedy_decode", "grammar_decode", "decode", "mouth_crops", "read_lips", "load_lipreader",
 ]
 
 CHARACTERS = tuple(" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -78,6 +78,8 @@ class LipReaderConfig:
     layers: int = 1
     dropout: float = 0.1
     normalize: bool = True           # standardise each clip (see the module docstring)
+    crop_sigma: float | None = None  # None: one crop window per clip (see mouth_crops)
+    grammar: tuple[tuple[str, ...], ...] = ()  # word slots a sentence must follow; () reads freely
 
     def __post_init__(self) -> None:
         if self.tokens not in ("words", "characters"):
@@ -85,6 +87,10 @@ class LipReaderConfig:
         # JSON metadata gives lists back; the config stays hashable and comparable as tuples.
         object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
         object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "grammar", tuple(tuple(str(w).upper() for w in slot) for slot in self.grammar))
+        if self.grammar and (self.tokens != "words" or not all(self.grammar)
+                             or not {w for slot in self.grammar for w in slot} <= set(self.vocabulary)):
+            raise LipReaderError("a grammar needs word tokens and slots of words from the vocabulary")
         if self.tokens == "words" and (not self.vocabulary or len(set(self.vocabulary)) != len(self.vocabulary)):
             raise LipReaderError("a word lip reader needs a non-empty vocabulary without repeated words")
         if self.temporal_kernel % 2 == 0:
@@ -204,6 +210,75 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
     return texts
 
 
+def _grammar_lattice(config: LipReaderConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
+    """The CTC lattice of a slot grammar: a blank state before, between and after the slots and one
+    state per word of each slot. Returns each state's class, the (N, N) log transition matrix
+    (0 allowed, -inf not), the start and end masks, and each state's word (None for blanks)."""
+    index = {token: i + 1 for i, token in enumerate(config.token_list)}
+    classes, words, slot_of = [BLANK], [None], [0]
+    for j, slot in enumerate(config.grammar, start=1):
+        for word in slot:
+            classes.append(index[word]); words.append(word); slot_of.append(j)
+        classes.append(BLANK); words.append(None); slot_of.append(j)
+    n = len(classes)
+    slot_of, classes = np.array(slot_of), np.array(classes)
+    is_blank = np.array([w is None for w in words])
+    allowed = np.eye(n, dtype=bool)  # stay: a blank stays blank, a word repeats
+    for a in range(n):
+        for b in range(n):
+            if is_blank[a] and not is_blank[b] and slot_of[b] == slot_of[a] + 1:
+                allowed[a, b] = True  # blank before slot j+1 -> a word of slot j+1
+            elif not is_blank[a] and is_blank[b] and slot_of[b] == slot_of[a]:
+                allowed[a, b] = True  # a word -> the blank after its slot
+            elif (not is_blank[a] and not is_blank[b] and slot_of[b] == slot_of[a] + 1
+                  and classes[a] != classes[b]):
+                allowed[a, b] = True  # straight on to a different word of the next slot
+    last = len(config.grammar)
+    start = (slot_of == 0) | (~is_blank & (slot_of == 1))
+    end = (is_blank & (slot_of == last)) | (~is_blank & (slot_of == last))
+    return classes, np.where(allowed, 0.0, -np.inf), start, end, words
+
+
+def grammar_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
+                   config: LipReaderConfig | None = None) -> list[str]:
+    """The best CTC path that reads as a sentence of ``config.grammar`` (one word from each slot
+    in order): Viterbi decoding through the grammar's lattice, so that every reading is a
+    sentence of the corpus's grammar, as a recogniser with a task grammar reads GRID."""
+    config = config or LipReaderConfig()
+    if not config.grammar:
+        raise LipReaderError("grammar decoding needs a lip reader configured with a grammar")
+    if log_probs.ndim != 3 or log_probs.shape[-1] != config.n_classes:
+        raise LipReaderError(f"log-probabilities must be shaped (B, T, {config.n_classes}), not {tuple(log_probs.shape)}")
+    classes, transition, start, end, words = _grammar_lattice(config)
+    scores = log_probs.detach().float().cpu().numpy()
+    lengths = np.full(len(scores), scores.shape[1]) if lengths is None else lengths.cpu().numpy()
+    texts = []
+    for frames, n in zip(scores, lengths):
+        emit = frames[: int(n)][:, classes]  # (T, N)
+        delta = np.where(start, emit[0], -np.inf)
+        back = np.zeros((len(emit), len(classes)), dtype=np.int64)
+        for t in range(1, len(emit)):
+            candidates = delta[:, None] + transition  # (from, to)
+            back[t] = candidates.argmax(axis=0)
+            delta = candidates.max(axis=0) + emit[t]
+        state = int(np.argmax(np.where(end, delta, -np.inf)))
+        path = [state]
+        for t in range(len(emit) - 1, 0, -1):
+            state = int(back[t, state])
+            path.append(state)
+        path.reverse()
+        read = [words[s] for i, s in enumerate(path) if words[s] is not None and (i == 0 or path[i - 1] != s)]
+        texts.append(" ".join(read))
+    return texts
+
+
+def decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
+           config: LipReaderConfig | None = None) -> list[str]:
+    """What the reader reads: grammar decoding when its config has a grammar, else best-path."""
+    config = config or LipReaderConfig()
+    return grammar_decode(log_probs, lengths, config) if config.grammar else greedy_decode(log_probs, lengths, config)
+
+
 def _fill_missing(centres: np.ndarray) -> np.ndarray:
     """Rows with non-finite values (frames without landmarks) interpolated from their neighbours."""
     ok = np.isfinite(centres).all(axis=1)
@@ -227,11 +302,13 @@ def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (32, 48),
-                width_scale: float = 1.1, sigma: float = 2.0) -> np.ndarray:
+                width_scale: float = 1.1, sigma: float | None = 2.0) -> np.ndarray:
     """(T, h, w) float32 grayscale mouth crops in [0, 1] from (T, S, S, 3) uint8 face crops.
 
     The crop is centred on the mean of the mouth landmarks 48-67, smoothed over time with a
-    Gaussian of ``sigma`` frames so that the window does not jitter with the lips it frames. Its
+    Gaussian of ``sigma`` frames so that the window does not jitter with the lips it frames
+    (``sigma=None``: one window for the whole clip, at the median centre, so that a still video
+    gives still crops and the window's own motion says nothing about the mouth). Its
     width is ``width_scale`` times the clip's median eye-to-mouth distance (a mouth is about 0.8
     of it wide, so it keeps a margin when the lips spread), the same for every frame, and its
     height follows the output's aspect ratio. For generated frames pass the landmarks of the
@@ -248,7 +325,10 @@ def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] 
     h, w = size
     mouth = _fill_missing(landmarks[:, MOUTH].mean(axis=1))
     eyes = _fill_missing(landmarks[:, EYES].mean(axis=1))
-    centres = _smooth(mouth, sigma)
+    if sigma is None:
+        centres = np.broadcast_to(np.median(mouth, axis=0), mouth.shape)
+    else:
+        centres = _smooth(mouth, sigma)
     crop_w = width_scale * float(np.median(np.linalg.norm(mouth - eyes, axis=1)))
     if not crop_w > 0:
         raise LipReaderError("the mouth and eye landmarks coincide, so no crop size follows from them")
@@ -270,7 +350,8 @@ def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] 
 def read_lips(model: LipReader, faces: np.ndarray, landmarks: np.ndarray) -> str:
     """What ``model`` reads off one clip of (T, S, S, 3) uint8 face crops with their landmarks."""
     config = model.config
-    crops = mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width), width_scale=config.crop_scale)
+    crops = mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width), width_scale=config.crop_scale,
+                        sigma=config.crop_sigma)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -278,7 +359,7 @@ def read_lips(model: LipReader, faces: np.ndarray, landmarks: np.ndarray) -> str
         log_probs = model(torch.from_numpy(crops)[None, :, None].to(device))
     finally:
         model.train(was_training)
-    return greedy_decode(log_probs, config=config)[0]
+    return decode(log_probs, config=config)[0]
 
 
 def load_lipreader(path: str | os.PathLike) -> LipReader:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -45,9 +45,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..corpus.sentences import SLOTS
 from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
-from ..models.lipreader import BLANK, LipReader, LipReaderConfig, greedy_decode, load_lipreader, mouth_crops
+from ..models.lipreader import BLANK, LipReader, LipReaderConfig, decode, load_lipreader, mouth_crops
 from .data import read_split_keys
 from .loop import LoopParams, distributed, fit
 
@@ -67,6 +68,8 @@ class LipReaderTrainParams:
     crop_height: int = 32
     crop_width: int = 48
     crop_scale: float = 1.1
+    crop_sigma: float | None = None  # None: one crop window per clip (a still video gives still crops)
+    grammar: bool = True          # read the corpus's GRID grammar (word tokens on the GRID vocabulary)
     front_channels: int = 16
     channels: tuple[int, ...] = (32, 64)
     hidden: int = 128
@@ -91,8 +94,12 @@ class LipReaderTrainParams:
     def model_config(self, vocabulary: tuple[str, ...] | None = None) -> LipReaderConfig:
         """The lip reader these parameters train (words: ``vocabulary``, or GRID's by default)."""
         extra = {"vocabulary": tuple(vocabulary)} if vocabulary is not None else {}
+        # The grammar is the corpus's: a dataset with its own vocabulary is read freely.
+        if self.grammar and self.tokens == "words" and vocabulary is None:
+            extra["grammar"] = tuple(tuple(w.upper() for w in slot) for slot in SLOTS)
         return LipReaderConfig(tokens=self.tokens, crop_height=self.crop_height, crop_width=self.crop_width,
-                               crop_scale=self.crop_scale, front_channels=self.front_channels,
+                               crop_scale=self.crop_scale, crop_sigma=self.crop_sigma,
+                               front_channels=self.front_channels,
                                channels=self.channels, hidden=self.hidden, layers=self.layers,
                                dropout=self.dropout, **extra)
 
@@ -126,7 +133,7 @@ def load_lipreading_clips(prepared: str | Path, corpus_root: str | Path, split: 
             continue
         keys.append(key)
         crops.append(mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width),
-                                 width_scale=config.crop_scale))
+                                 width_scale=config.crop_scale, sigma=config.crop_sigma))
         texts.append(" ".join(transcripts[key].upper().split()))
     if not keys:
         raise DatasetError(f"no prepared clip of the {split} split in {prepared} has a transcript in {corpus_root}")
@@ -210,7 +217,7 @@ def evaluate_lipreader(model: LipReader, clips: LipReadingClips, batch_size: int
             chunk = clips.crops[start: start + batch_size]
             batch = _collate(list(chunk), [[1]] * len(chunk))
             log_probs = model(batch["crops"].to(device), batch["lengths"])
-            hypotheses += greedy_decode(log_probs, batch["lengths"], model.config)
+            hypotheses += decode(log_probs, batch["lengths"], model.config)
     finally:
         model.train(was_training)
     return {**_error_rates(clips.transcripts, hypotheses), "n": len(clips)}
@@ -266,6 +273,8 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
         words = sorted({w for t in train.transcripts for w in t.split()})
         if not set(words) <= set(config.vocabulary):
             config = params.model_config(tuple(words))
+        elif config.grammar and not all(_fits(t, config.grammar) for t in train.transcripts):
+            config = replace(config, grammar=())  # sentences the grammar does not make are read freely
     val = load_lipreading_clips(prepared, corpus_root, "val", config, kind)
     test = load_lipreading_clips(prepared, corpus_root, "test", config, kind)
     load_seconds = time.perf_counter() - clock
@@ -288,6 +297,11 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
     return log
 
 
+def _fits(text: str, grammar: tuple[tuple[str, ...], ...]) -> bool:
+    words = text.upper().split()
+    return len(words) == len(grammar) and all(w in slot for w, slot in zip(words, grammar))
+
+
 def _run_identity(params: LipReaderTrainParams) -> dict:
     """The parameters that make a run what it is. Steps and logging cadence are left out, so
     asking for more steps resumes the run instead of starting it again (see ``fit``)."""
@@ -300,5 +314,5 @@ def _examples(model: LipReader, clips: LipReadingClips, n: int = 5) -> list[dict
     head = LipReadingClips(clips.keys[:n], clips.crops[:n], clips.transcripts[:n])
     with torch.no_grad():
         batch = _collate(head.crops, [[1]] * len(head))
-        read = greedy_decode(model(batch["crops"], batch["lengths"]), batch["lengths"], model.config)
+        read = decode(model(batch["crops"], batch["lengths"]), batch["lengths"], model.config)
     return [{"key": k, "said": s, "read": r} for k, s, r in zip(head.keys, head.transcripts, read)]
