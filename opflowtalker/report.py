@@ -480,21 +480,23 @@ def sharpness(frames: np.ndarray, region: tuple[int, int, int, int]) -> float:
 AS_SHARP, BLURRED = 0.8, 0.5
 
 
-def sharpness_sentence(label: str, ratio: float, region: str = "the lower face") -> str:
-    """One Markdown sentence on a sharpness ratio, generated over photo (:func:`sharpness`)."""
+def sharpness_sentence(label: str, ratio: float, region: str = "the lower face", reference: str = "the photo") -> str:
+    """One Markdown sentence on a sharpness ratio (:func:`sharpness` of ``label``'s frames over that of
+    ``reference``): as sharp from :data:`AS_SHARP` up, blurred under :data:`BLURRED`, softer between,
+    and more high-frequency content than the reference (artefacts, not detail) above 1 / AS_SHARP."""
     if not np.isfinite(ratio):
         return f"**{label}**: the sharpness of {region} could not be measured."
     if ratio > 1 / AS_SHARP:
-        verdict = ("more high-frequency content than the photo there, which is artefacts or noise rather "
-                   "than detail the photo has")
+        verdict = (f"more high-frequency content than {reference} there, which is artefacts or noise rather "
+                   "than detail")
     elif ratio >= AS_SHARP:
-        verdict = "as sharp as the photo there"
+        verdict = f"as sharp as {reference} there"
     elif ratio >= BLURRED:
-        verdict = "softer than the photo there"
+        verdict = f"softer than {reference} there"
     else:
-        verdict = "blurred: most of the photo's fine detail there is gone"
-    return (f"**{label}** keeps {ratio:.0%} of the photo's sharpness in {region} (variance of the "
-            f"Laplacian, generated over photo): {verdict}.")
+        verdict = f"blurred: most of the fine detail of {reference} is gone there"
+    return (f"**{label}** keeps {ratio:.0%} of the sharpness of {reference} in {region} (variance of the "
+            f"Laplacian): {verdict}.")
 
 
 # ---------------------------------------------------------------------------------------------

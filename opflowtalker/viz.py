@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["color_wheel", "flow_to_color", "contact_sheet", "draw_landmarks"]
+__all__ = ["color_wheel", "flow_to_color", "flow_legend", "contact_sheet", "draw_landmarks"]
 
 # Number of hue steps between the six primary/secondary colours of the Middlebury wheel.
 _SEGMENTS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
@@ -54,6 +54,16 @@ def flow_to_color(flow: np.ndarray, max_norm: float | None = None, invalid: np.n
     image = np.round(255 * col).astype(np.uint8)
     if invalid is not None:
         image[np.asarray(invalid, dtype=bool)] = 0
+    return image
+
+
+def flow_legend(size: int = 65) -> np.ndarray:
+    """(size, size, 3) uint8 key to :func:`flow_to_color`: each pixel of a disk coloured as a flow
+    pointing from the centre to it (image axes, y down), fully saturated at the rim; white outside."""
+    r = (size - 1) / 2
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) - r
+    image = flow_to_color(np.stack([xs, ys], axis=-1), max_norm=r)
+    image[np.hypot(xs, ys) > r] = 255
     return image
 
 

@@ -51,3 +51,21 @@ def test_preprocess_of_a_missing_dataset_is_one_line(tmp_path):
     proc = run_cli("preprocess", "--out", tmp_path / "prepared", "--params", params)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "/no/such/lrs2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path, monkeypatch):
+    """A training stage killed and resumed took the loop time of all its runs, not only the last
+    process's few seconds; chapters and the book are not charted (the study chapter reads the file)."""
+    from opflowtalker import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    def resumed(args):
+        args.trained_seconds = 600.0  # the log adds up every run of the loop
+
+    monkeypatch.setattr(cli, "_cmd_train_syncnet", resumed)  # build_parser binds the module's function
+    assert cli.main(["train-syncnet"]) == 0
+    times = json.loads((tmp_path / "metrics" / "stage_times.json").read_text())
+    assert times["train-syncnet"]["seconds"] == 600.0
+    assert "notebook" not in cli.TIMED and "book" not in cli.TIMED

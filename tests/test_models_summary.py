@@ -3,7 +3,8 @@ import torch
 
 from opflowtalker.models.cost import measure_generator
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig, count_parameters
-from opflowtalker.models.summary import calibrate_batch_norm, frame_influence, output_shapes, parameters_by_part
+from opflowtalker.models.summary import (calibrate_batch_norm, flops_by_part, frame_influence, output_shapes,
+                                         parameters_by_part)
 
 
 def small_model():
@@ -18,6 +19,15 @@ def window():
 def test_parts_add_up_to_the_whole():
     model = small_model()
     assert sum(parameters_by_part(model).values()) == count_parameters(model)
+
+
+def test_flops_of_the_parts_add_up_to_the_whole_pass():
+    model = small_model().eval()
+    parts = flops_by_part(model, *window())
+    total = measure_generator("OpFlowTalker", model, 96, repeats=1, train_step=False)["gflop_per_frame"] * 5e9
+    assert sum(parts.values()) == round(total)
+    assert parts["face_decoder"] > parts["sequential_fusion"] > 0
+    assert parts["(outside the parts)"] >= 0
 
 
 def test_output_shapes_follow_the_forward_order():

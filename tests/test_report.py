@@ -281,7 +281,8 @@ def test_blurring_lowers_sharpness_and_the_sentence_says_so():
     assert ratio < 0.5
     assert "blurred" in sharpness_sentence("W", ratio)
     assert "as sharp as the photo" in sharpness_sentence("O", 0.95)
-    assert "softer" in sharpness_sentence("O", 0.6)
+    assert "softer than a copy" in sharpness_sentence("O", 0.6, reference="a copy")
     assert "artefacts" in sharpness_sentence("O", 2.0)
+    assert "keeps 95% of the sharpness of the photo in the mouth" in sharpness_sentence("O", 0.95, "the mouth")
     with pytest.raises(ReportError):
         sharpness(photo[None], (10, 10, 0, 64))

@@ -1,18 +1,55 @@
-"""Looking inside the generators: parameters per part, tensor shapes, and which frames each output
-frame depends on."""
+"""Looking inside the generators: parameters and FLOPs per part, tensor shapes, and which frames each
+output frame depends on."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .opflowtalker import OpFlowTalker, count_parameters
 
-__all__ = ["parameters_by_part", "output_shapes", "calibrate_batch_norm", "frame_influence"]
+__all__ = ["parameters_by_part", "flops_by_part", "output_shapes", "calibrate_batch_norm", "frame_influence"]
 
 
 def parameters_by_part(model: nn.Module) -> dict[str, int]:
     """Trainable parameters of each top-level part of ``model``."""
     return {name: count_parameters(part) for name, part in model.named_children()}
+
+
+@torch.no_grad()
+def flops_by_part(model: nn.Module, *inputs) -> dict[str, int]:
+    """FLOPs of one forward pass of ``model`` on ``inputs`` in each of its top-level parts, as torch's
+    FlopCounterMode counts them (a multiply-add is 2 FLOPs). A part called from inside another (the
+    motion decoder from the face decoder) is counted once, as itself; what runs outside every part is
+    under ``"(outside the parts)"``, so the values add up to the whole pass."""
+    parts = dict(model.named_children())
+    active: list[str] = []
+    nested: dict[str, set[str]] = {name: set() for name in parts}
+
+    def enter(name):
+        def hook(module, args):
+            if active:
+                nested[active[-1]].add(name)
+            active.append(name)
+        return hook
+
+    def leave(module, args, output):
+        active.pop()
+
+    hooks = [h for name, part in parts.items()
+             for h in (part.register_forward_pre_hook(enter(name)), part.register_forward_hook(leave))]
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    counts = counter.get_flop_counts()
+    prefix = type(model).__name__ + "."
+    inclusive = {name: int(sum(counts.get(prefix + name, {}).values())) for name in parts}
+    flops = {name: inclusive[name] - sum(inclusive[inner] for inner in nested[name]) for name in parts}
+    flops["(outside the parts)"] = int(counter.get_total_flops()) - sum(flops.values())
+    return flops
 
 
 def output_shapes(model: nn.Module, *inputs, names: list[str] | None = None) -> list[tuple[str, str]]:

@@ -150,7 +150,7 @@ def judge_calibration(judge: SyncJudge, clips: list[PreparedClip], shift: int) -
             "shifted_offset_within_1": float(np.mean([abs(s.offset + shift) <= 1 for s in moved])),
             "lse_c": float(np.mean([s.lse_c for s in real])), "lse_d": float(np.mean([s.lse_d for s in real])),
             "lse_c_shifted_at_0": float(np.mean([np.median(s.dists) - s.dists[len(s.dists) // 2] for s in moved])),
-            "clips": len(clips), "shift": shift}
+            "clips": len(clips)}
 
 
 def train_sync_judge(prepared: str | Path, out: str | Path, params: SyncJudgeTrainParams,
