@@ -196,3 +196,70 @@ def test_synthesis_is_byte_for_byte_deterministic(voice):
 def test_the_seed_varies_the_neural_voice():
     text = "place white in Q four please"
     assert synthesize(text, "piper-joe", seed=1)[0].tobytes() != synthesize(text, "piper-joe", seed=2)[0].tobytes()
+
+
+# --- recognising the corpus's sentences ---------------------------------------------
+# Whisper tiny.en decoding freely hears "Place blue in wi-fi please" for the first sentence below;
+# told the grammar, it hears the script.
+
+HEARD = {"piper-joe": "bin green at s nine soon", "espeak-gb-female": "place blue with y five please"}
+
+
+@pytest.mark.parametrize("voice", sorted(HEARD))
+def test_the_grammar_recogniser_hears_the_script_of_a_synthetic_voice(voice):
+    from opflowtalker.metrics.speech import transcribe
+
+    script = Sentence.from_text(HEARD[voice])
+    wav, _ = spoken(script.spoken, voice)
+    assert transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS) == script.text
+
+
+def test_the_grammar_recogniser_answers_only_with_sentences_of_its_grammar(speech_wav):
+    from opflowtalker.metrics.speech import transcribe
+
+    # A real recording of "front centre", which no GRID sentence says: still a GRID sentence, word for word.
+    heard = transcribe(speech_wav, threads=1, grammar=SLOTS, beam=2)
+    assert Sentence.from_text(heard).text == heard
+    # Any closed vocabulary is a grammar, its words returned as the grammar spells them.
+    assert transcribe(speech_wav, threads=1, grammar=[("Rear", "Front"), ("left", "centre", "right")]) == "Front centre"
+
+
+def test_the_grammar_recogniser_is_deterministic():
+    from opflowtalker.metrics.speech import transcribe
+
+    wav = spoken(HEARD["espeak-gb-female"], "espeak-northern-female")[0]
+    first = transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS)
+    transcribe(spoken("bin red at B one soon", "piper-joe")[0], SAMPLE_RATE, threads=1, grammar=SLOTS)
+    assert transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS) == first
+
+
+def test_recognition_is_tabled_per_voice():
+    from opflowtalker.metrics.speech import recognition_by_voice
+
+    rows = [("piper-joe", "bin blue at f two now", "Bin blue at F2 now."),
+            ("espeak-gb-female", "bin blue at f two now", "bin blue at s two now"),
+            ("espeak-gb-female", "set red by a one soon", "set red by a one soon")]
+    assert recognition_by_voice(rows) == {"piper-joe": 0.0, "espeak-gb-female": pytest.approx(1 / 12)}
+
+
+def test_bad_grammars_and_rows_are_one_sentence_errors():
+    from opflowtalker.metrics.speech import SpeechRecognitionError, recognition_by_voice, transcribe
+
+    wav = np.zeros(16000, np.float32)
+    for grammar, match in [("bin blue", "sequence of slots"), ([], "sequence of slots"), ([("bin",), ()], "slot 1"),
+                           ([("bin", "lay low")], "single word"), ([("bin", 3)], "single word")]:
+        with pytest.raises(SpeechRecognitionError, match=match) as info:
+            transcribe(wav, SAMPLE_RATE, grammar=grammar)
+        assert "\n" not in str(info.value)
+    with pytest.raises(SpeechRecognitionError, match="beam"):
+        transcribe(wav, SAMPLE_RATE, grammar=SLOTS, beam=0)
+    with pytest.raises(SpeechRecognitionError, match="30 s window"):
+        transcribe(np.full(31 * SAMPLE_RATE, 0.1, np.float32), SAMPLE_RATE, threads=1, grammar=SLOTS)
+    with pytest.raises(SpeechRecognitionError, match="sample_rate"):
+        transcribe(wav, grammar=SLOTS)
+    # Silence names no sentence, grammar or not.
+    assert transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS) == ""
+    with pytest.raises(SpeechRecognitionError, match="at least one"):
+        recognition_by_voice([])
+    with pytest.raises(SpeechRecognitionError, match="voice, script, transcript"):
+        recognition_by_voice([("piper-joe", "bin blue at f two now")])
