@@ -18,13 +18,14 @@ and is what LRS2 needs. ``"words"`` reads a closed vocabulary stored in the conf
 checkpoint): by default the 51 words of the GRID grammar of the corpus. Words are the default:
 a word is one CTC label spread over ~8 frames, while its spelling is 3-6 labels that the mouth
 barely tells apart (visemes), so within a few CPU minutes character CTC would still be learning
-to spell. (Only words were trained and scored here; the measured numbers are in
-``training/lipreader.py``.) One GRU layer is the default because it left the CTC plateau, where
+to spell (only words are trained and scored by the study; the chapter shows what they read). One GRU layer is the default because it left the CTC plateau, where
 only the word prior of each position is learnt, about twice as early as two layers did.
 
 Each clip is standardised (zero mean, unit variance over its frames) inside the model, so the
 reader sees mouth shape and motion rather than the skin tone and lighting of one face, and a
-generated video is read on the same footing as the real one.
+generated video is read on the same footing as the real one. With a ``grammar`` in its config the
+reader decodes through it (:func:`grammar_decode`: one word of each slot, in order), as a recogniser
+with a task grammar reads GRID; without one it reads the best path freely (:func:`greedy_decode`).
 """
 from __future__ import annotations
 
