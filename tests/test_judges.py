@@ -16,7 +16,7 @@ from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.lipreader import LipReader, LipReaderConfig, grammar_decode
 from opflowtalker.models.sync_judge import SyncJudge, SyncJudgeConfig, load_sync_judge
 from opflowtalker.training.data import PreparedClip
-from opflowtalker.training.sync_judge import JudgeClips, _judge_clips, judge_batch, judge_loss
+from opflowtalker.training.sync_judge import _judge_clips, judge_batch, judge_loss
 from opflowtalker.audio import mel_windows
 
 torch.set_num_threads(1)
