@@ -366,21 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_eval_flow)
 
-    p = sub.add_parser("train-syncnet", help="train the lip-sync expert (params.yaml: train_syncnet); "
-                                             "resumes after a kill; torchrun runs it on N devices")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--out", type=Path, default=Path("models/syncnet.safetensors"))
-    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/syncnet)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_train_syncnet)
+    def network_training(name: str, help: str, run: str, func) -> None:
+        """A training stage of one network: its prepared data, checkpoint, run folder and parameters."""
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+        p.add_argument("--out", type=Path, default=Path(f"models/{run}.safetensors"))
+        p.add_argument("--run-dir", type=Path, default=None, help=f"resume checkpoint and dvclive logs (runs/{run})")
+        p.add_argument("--params", type=Path, default=Path("params.yaml"))
+        p.set_defaults(func=func)
 
-    p = sub.add_parser("train-sync-judge", help="train the sync judge that scores LSE-C/D (params.yaml: "
-                                                "train_sync_judge); resumes after a kill")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--out", type=Path, default=Path("models/sync_judge.safetensors"))
-    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/sync_judge)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_train_sync_judge)
+    network_training("train-syncnet", "train the lip-sync expert (params.yaml: train_syncnet); resumes after a "
+                   "kill; torchrun runs it on N devices", "syncnet", _cmd_train_syncnet)
+    network_training("train-sync-judge", "train the sync judge that scores LSE-C/D (params.yaml: train_sync_judge); "
+                   "resumes after a kill", "sync_judge", _cmd_train_sync_judge)
 
     p = sub.add_parser("train-generator", help="train one generator variant (params.yaml: generators); "
                                                "resumes after a kill; torchrun runs it on N devices")
@@ -393,12 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_train_generator)
 
-    p = sub.add_parser("train-lipreader", help="train the lip reader VTCS needs (params.yaml: train_lipreader)")
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--out", type=Path, default=Path("models/lipreader.safetensors"))
-    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/lipreader)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_train_lipreader)
+    network_training("train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)", "lipreader",
+                   _cmd_train_lipreader)
 
     def evaluation_inputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--prepared", type=Path, default=Path("data/prepared"))

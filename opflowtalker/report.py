@@ -38,7 +38,7 @@ import pandas as pd
 
 from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
-from .tables import format_value
+from .tables import format_cell, format_value
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
@@ -503,23 +503,17 @@ def sharpness_sentence(label: str, ratio: float, region: str = "the lower face",
 # Can we trust the judges? The control rows (metrics/controls) against the bounds a judge must meet.
 # ---------------------------------------------------------------------------------------------
 
-def _with_interval(row: Mapping, key: str) -> str:
-    from .tables import format_cell
-
-    return format_cell(row, key)
-
-
 def judge_calibration_table(controls: Mapping[str, Mapping]) -> pd.DataFrame:
     """One line per control row: what the sync judge, the lip reader and the recogniser give it,
     each mean with its 95% interval over the test clips."""
     lines = {}
     for row in controls.values():
         lines[row["label"]] = {
-            "LSE-C ↑": _with_interval(row, "lse_c"), "LSE-D ↓": _with_interval(row, "lse_d"),
+            "LSE-C ↑": format_cell(row, "lse_c"), "LSE-D ↓": format_cell(row, "lse_d"),
             "expected offset": row["expected_offset"],
             "clips with the best offset within ±1 of it": f"{100 * row['offset_ok']:.0f}%",
-            "lip reader WER vs script": _with_interval(row, "wer_script"),
-            "lip reader WER vs T_speech": _with_interval(row, "wer")}
+            "lip reader WER vs script": format_cell(row, "wer_script"),
+            "lip reader WER vs T_speech": format_cell(row, "wer")}
     return pd.DataFrame.from_dict(lines, orient="index")
 
 
@@ -547,15 +541,15 @@ def judge_bounds(controls: Mapping[str, Mapping]) -> pd.DataFrame:
 
 def speech_by_voice(truth: Mapping) -> pd.DataFrame:
     """The speech recogniser's WER against the script, per voice of the test clips (and overall)."""
-    from .metrics.text import wer
+    from .metrics.speech import recognition_by_voice
 
     spoken = truth["speech_per_clip"]
-    frame = pd.DataFrame({"voice": spoken["voice"], "wer": [wer(s, t) for s, t in zip(spoken["speech"],
-                                                                                      spoken["script"])]})
-    table = frame.groupby("voice")["wer"].agg(["count", "mean"]).rename(columns={"count": "clips", "mean": "WER"})
-    table.loc["all voices"] = [len(frame), frame["wer"].mean()]
+    rows = list(zip(spoken["voice"], spoken["script"], spoken["speech"]))
+    clips = pd.Series(spoken["voice"]).value_counts()
+    table = pd.DataFrame({"clips": clips, "WER": pd.Series(recognition_by_voice(rows))}).sort_index()
+    table.loc["all voices"] = [len(rows), recognition_by_voice([("all", s, t) for _, s, t in rows])["all"]]
     table["clips"] = table["clips"].astype(int)
-    return table.round(3)
+    return table.rename_axis("voice").round(3)
 
 
 def sync_judge_verdict(log: Mapping, shift: int) -> str:
