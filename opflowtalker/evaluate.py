@@ -53,7 +53,7 @@ from .metrics.image import MetricUnavailable, psnr, ssim
 from .metrics.landmarks import detect_crop_landmarks, lmd
 from .metrics.lpips import lpips_distance
 from .metrics.intervals import mean_interval
-from .metrics.sync import clip_sync_scores_judge, shifted_mel
+from .metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
 from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
 from .training.data import PreparedClip, load_split, lower_half_masked
@@ -109,8 +109,7 @@ def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windo
         faces = np.concatenate([lower_half_masked(target), ref], axis=-1)  # (B, T, H, W, 6)
         faces = torch.from_numpy(faces).permute(0, 4, 1, 2, 3).float().div_(255.0)
         audio = torch.from_numpy(np.stack([clip.mels[s : s + window] for s, _ in chunk])).unsqueeze(2)
-        frames = model(audio.to(device), faces.to(device))
-        frames = frames[0] if isinstance(frames, tuple) else frames
+        frames = model.generate(audio.to(device), faces.to(device)).frames
         frames = (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
         for (s, _), generated in zip(chunk, frames):
             out[s : s + window] = generated  # a moved-back last window overwrites with the same audio
@@ -207,11 +206,7 @@ def control_renditions(control: str, clips: list[PreparedClip], speech: list[str
         out = []
         for i, clip in enumerate(clips):
             other = (i + 1) % n
-            mel = clips[other].mel
-            steps = clip.mel.shape[1]
-            mel = mel[:, :steps] if mel.shape[1] >= steps else np.pad(
-                mel, ((0, 0), (0, steps - mel.shape[1])), constant_values=float(mel.min()))
-            out.append(Rendition(clip.faces, mel, speech[other]))
+            out.append(Rendition(clip.faces, mel_of_length(clips[other].mel, clip.mel.shape[1]), speech[other]))
         return out
     if control == "shifted_audio":
         return [Rendition(c.faces, shifted_mel(c.mel, params.shift, c.fps), s) for c, s in zip(clips, speech)]

@@ -85,8 +85,7 @@ class Generator:
     def __init__(self, checkpoint: str | Path, precision: str = "fp32", device: str | None = None):
         from .models.checkpoints import CheckpointError, load_model_checkpoint
         from .models.conv import fold_batchnorm
-        from .models.opflowtalker import OpFlowTalker
-        from .models.wav2lip import Wav2Lip
+        from .models.generator import is_generator
 
         path = Path(checkpoint)
         if not path.is_file():
@@ -95,14 +94,14 @@ class Generator:
             model = load_model_checkpoint(path)
         except CheckpointError as error:
             raise GenerateError(str(error)) from None
-        if not isinstance(model, (OpFlowTalker, Wav2Lip)):
+        if not is_generator(model):
             raise GenerateError(f"{path} holds a {type(model).__name__}, not a generator (OpFlowTalker or Wav2Lip)")
         if precision not in ("fp32", "bf16"):
             raise GenerateError(f"precision must be fp32 or bf16, not {precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = fold_batchnorm(model.to(self.device).eval())
-        self.window = model.config.window if isinstance(model, OpFlowTalker) else 5
-        self.size = model.config.image_size if isinstance(model, OpFlowTalker) else 96
+        self.window = model.window
+        self.size = model.image_size
         # Wav2Lip's published weights were trained on OpenCV's BGR frames; ours on RGB.
         self.bgr = path.suffix.lower() != ".safetensors"
         self.precision = precision
@@ -125,8 +124,7 @@ class Generator:
             faces = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(0, 4, 1, 2, 3).float() / 255
             audio = torch.from_numpy(mels.reshape(-1, t, 80, 16)[i : i + batch_size]).to(self.device).unsqueeze(2)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                generated = self.model(audio, faces)
-            generated = generated[0] if isinstance(generated, tuple) else generated
+                generated = self.model.generate(audio, faces).frames
             out.append((generated.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy())
         result = np.concatenate(out).reshape(-1, self.size, self.size, 3)[:n]
         return result[..., ::-1].copy() if self.bgr else result

@@ -69,7 +69,7 @@ TABLES = {
 
 # Which of our variants appear in Tables 1 and 2 (Table 3 has every variant); the controls close
 # every table.
-MAIN_ROWS = ("wav2lip", "full")
+MAIN_ROWS = ("wav2lip", "full", "full_motion")
 CONTROL_ROWS = ("ground_truth", "still_reference", "wrong_audio", "shifted_audio")
 
 

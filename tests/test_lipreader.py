@@ -78,6 +78,24 @@ def test_standardising_each_clip_makes_the_reader_blind_to_brightness_and_contra
     assert torch.allclose(model(crops), model(0.2 + 1.5 * crops), atol=1e-4)
 
 
+def test_a_motion_reader_sees_only_what_moves():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config(motion=True)).eval()
+    crops = torch.rand(1, 8, 1, 16, 24) * 0.5
+    face = torch.rand(1, 1, 1, 16, 24) * 0.5
+    # Another face under the same motion (a still image added to every frame) reads the same ...
+    assert torch.allclose(model(crops), model(crops + face), atol=1e-4)
+    # ... and any still video reads as the same thing, whatever its face.
+    assert torch.allclose(model(face.expand(1, 8, 1, 16, 24)), model(0.3 + face.expand(1, 8, 1, 16, 24) * 0),
+                          atol=1e-5)
+    # A reader of frames tells the two faces apart.
+    frames = LipReader(tiny_config()).eval()
+    assert not torch.allclose(frames(crops), frames(crops + face), atol=1e-3)
+    # Padding stays out of the clip's mean frame.
+    batched = model(torch.cat([crops, torch.rand(1, 8, 1, 16, 24)]), torch.tensor([5, 8]))
+    assert torch.allclose(batched[0, :5], model(crops[:, :5])[0], atol=1e-5)
+
+
 def test_bad_inputs_and_configs_are_one_sentence_errors():
     with pytest.raises(LipReaderError):
         LipReaderConfig(tokens="phonemes")

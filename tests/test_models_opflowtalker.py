@@ -11,6 +11,8 @@ from opflowtalker.models.opflowtalker import (
 )
 
 TINY = dict(width=0.125)
+# The study's "motion field (ours)" variant: the paper's model with our four additions.
+OURS = {part: True for part in OpFlowTalkerConfig.OUR_PARTS}
 
 
 def _window(config, batch=2, seed=0):
@@ -47,8 +49,9 @@ def _calibrated(model, audio, faces):
     return model.eval()
 
 
-def test_the_fusion_is_causal():
-    model = _model()
+@pytest.mark.parametrize("ours", [False, True], ids=["paper", "ours"])
+def test_the_fusion_is_causal(ours):
+    model = _model(**(OURS if ours else {}))
     audio, faces = _window(model.config, batch=1)
     _calibrated(model, audio, faces)
     k = 2
@@ -59,7 +62,9 @@ def test_the_fusion_is_causal():
         out, aux = model(audio, faces)
         out2, aux2 = model(audio2, faces2)
     torch.testing.assert_close(out2[:, :, :k], out[:, :, :k], atol=1e-6, rtol=0)
-    torch.testing.assert_close(aux2["motion"][:, :, :k], aux["motion"][:, :, :k], atol=1e-6, rtol=0)
+    assert (aux["motion"] is not None) == ours
+    if ours:
+        torch.testing.assert_close(aux2["motion"][:, :, :k], aux["motion"][:, :, :k], atol=1e-6, rtol=0)
     assert (out2[:, :, k] - out[:, :, k]).abs().max() > 1e-4
 
 
@@ -78,13 +83,23 @@ def test_later_frames_see_earlier_ones_only_with_sequential_fusion(sequential):
 
 
 ABLATIONS = {
-    "full model": {},
+    "the paper's model": {},
     "w/o audio augmentation": {"audio_aug": False},
     "w/o optical flow predictor": {"flow_predictor": False},
     "w/o sequential fusion": {"sequential_fusion": False},
-    "w/o explicit motion (the paper's model)": {"explicit_motion": False},
-    "w/o appended reference": {"append_reference": False},
+    "+ motion field (ours)": OURS,
+    "ours w/o appended reference": {**OURS, "append_reference": False},
+    "ours w/o optical flow predictor": {**OURS, "flow_predictor": False},
 }
+
+
+def test_the_default_config_is_the_papers_model():
+    config = OpFlowTalkerConfig()
+    assert all(getattr(config, part) for part in OpFlowTalkerConfig.PAPER_PARTS)
+    assert not any(getattr(config, part) for part in OpFlowTalkerConfig.OUR_PARTS)
+    assert not config.motion_field
+    paper = dataclasses.fields(OpFlowTalkerConfig)
+    assert {f.name for f in paper} >= set(OpFlowTalkerConfig.PAPER_PARTS + OpFlowTalkerConfig.OUR_PARTS)
 
 
 @pytest.mark.parametrize("switches", ABLATIONS.values(), ids=ABLATIONS.keys())
@@ -113,7 +128,7 @@ def test_every_ablation_builds_and_trains(switches):
 @pytest.mark.parametrize("size, width", [(96, 1.0), (256, 0.125)])
 def test_output_shapes_and_range(size, width):
     torch.manual_seed(0)
-    config = OpFlowTalkerConfig(image_size=size, width=width)
+    config = OpFlowTalkerConfig(image_size=size, width=width, **OURS)
     model = OpFlowTalker(config).eval()
     audio, faces = _window(config, batch=1)
     with torch.no_grad():
@@ -236,13 +251,13 @@ def test_flow_skip_carries_the_audio_to_the_decoder_past_the_fusion(flow_skip):
 
 
 def test_an_untrained_residual_generator_returns_its_reference_frames():
-    model = _model().eval()
+    model = _model(**OURS).eval()
     audio, faces = _window(model.config)
     with torch.no_grad():
         frames, aux = model(audio, faces)
     # The motion field starts at zero, so the warped reference is the reference itself.
     assert aux["motion"].abs().max() == 0
     torch.testing.assert_close(frames, faces[:, 3:], atol=1e-5, rtol=0)  # grid_sample rounding
-    plain = _model(residual_output=False).eval()
+    plain = _model(**{**OURS, "residual_output": False}).eval()
     with torch.no_grad():
         assert (plain(audio, faces)[0] - faces[:, 3:]).abs().mean() > 0.05

@@ -10,6 +10,7 @@ import yaml
 
 from opflowtalker.cli import main
 from opflowtalker.evaluate import generate_clip, reference_windows
+from opflowtalker.models.generator import GeneratorOutput
 from opflowtalker.losses import OFS_ALPHA, mouth_l1_loss, ofs_loss
 from opflowtalker.params import ParamsError, load_params, merge
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
@@ -45,6 +46,30 @@ def test_the_project_profiles_are_complete_and_every_variant_is_valid():
             variant_params(params["generators"], variant)  # raises on a bad key or combination
     paper = load_params_for(raw, "paper")
     assert paper["generators"]["defaults"]["width"] == 1.0 and paper["generators"]["defaults"]["batch_size"] == 256
+
+
+# Table 3d: each row removes exactly this part from the paper's model.
+TABLE_3D = {"no_audio_aug": "audio_aug", "no_flow_predictor": "flow_predictor",
+            "no_sequential_fusion": "sequential_fusion", "no_ofs": "ofs_weight"}
+
+
+@pytest.mark.parametrize("profile", ["embedded", "paper"])
+def test_full_is_the_papers_model_and_each_ablation_removes_one_part(profile):
+    from dataclasses import asdict
+
+    from opflowtalker.models.opflowtalker import OpFlowTalkerConfig
+
+    params = load_params_for(yaml.safe_load((ROOT / "params.yaml").read_text()), profile)["generators"]
+    full = asdict(variant_params(params, "full"))
+    assert full["model"] == "opflowtalker" and full["ofs_weight"] > 0
+    assert all(full[part] for part in OpFlowTalkerConfig.PAPER_PARTS)
+    assert not any(full[part] for part in OpFlowTalkerConfig.OUR_PARTS)
+    for variant, part in TABLE_3D.items():
+        row = asdict(variant_params(params, variant))
+        assert [k for k in full if row[k] != full[k]] == [part], variant
+        assert not row[part], variant
+    ours = asdict(variant_params(params, "full_motion"))
+    assert sorted(k for k in full if ours[k] != full[k]) == sorted(OpFlowTalkerConfig.OUR_PARTS)
 
 
 def load_params_for(raw: dict, profile: str) -> dict:
@@ -96,7 +121,7 @@ def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
     baseline = _params(model="wav2lip", ofs_weight=0.0)
     assert not baseline.uses_ofs
     wav2lip = build_generator(baseline)
-    assert type(wav2lip).__name__ == "Wav2Lip" and wav2lip.config == {"width": 0.0625}
+    assert type(wav2lip).__name__ == "Wav2Lip" and wav2lip.config.width == 0.0625
     assert set(GeneratorLoss(baseline, None, None)(wav2lip, batch, 0)) == {"l1", "kl", "loss"}
 
 
@@ -156,10 +181,16 @@ def test_generate_clip_regenerates_every_frame_from_its_own_audio():
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(()))
 
+        window, image_size = 5, 96
+
         def forward(self, audio, faces):
             frames = faces[:, :3].clone()
             frames[:, :, :, -1, -1] = audio[:, :, 0, 0, 0].sigmoid()[:, None, :]
-            return frames, {}
+            return frames
+
+        def generate(self, audio, faces):
+            frames = self(audio, faces)
+            return GeneratorOutput(frames, frames.new_zeros(()), None)
 
     out = generate_clip(Echo(), clip, 5, batch_windows=2)
     assert out.shape == clip.faces.shape and out.dtype == np.uint8

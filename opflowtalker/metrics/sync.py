@@ -59,6 +59,7 @@ __all__ = [
     "clip_sync_scores_v2",
     "clip_sync_scores_judge",
     "shifted_mel",
+    "mel_of_length",
 ]
 
 # syncnet_python's default search range (run_syncnet.py --vshift 15): +-0.6 s at 25 fps.
@@ -389,3 +390,11 @@ def shifted_mel(mel: np.ndarray, frames: int, fps: float = 25.0) -> np.ndarray:
         return np.concatenate([silence, mel[:, :-steps]], axis=1)
     return np.concatenate([mel[:, -steps:], silence], axis=1)
 
+
+def mel_of_length(mel: np.ndarray, steps: int) -> np.ndarray:
+    """``mel`` cut to ``steps`` mel steps, or padded at the end with silence (its minimum): another
+    clip's speech laid under a video of a given length (the wrong-audio control)."""
+    mel = np.asarray(mel, dtype=np.float32)
+    if mel.shape[1] >= steps:
+        return mel[:, :steps]
+    return np.pad(mel, ((0, 0), (0, steps - mel.shape[1])), constant_values=float(mel.min()))

@@ -37,8 +37,7 @@ def measure_generator(name: str, model: torch.nn.Module, size: int, window: int 
     audio, faces = torch.randn(1, window, 1, 80, 16), torch.rand(1, 6, window, size, size)
 
     def forward():
-        out = model(audio, faces)
-        return out[0] if isinstance(out, tuple) else out
+        return model.generate(audio, faces).frames
 
     def infer():
         model.eval()

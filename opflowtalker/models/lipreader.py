@@ -79,6 +79,7 @@ class LipReaderConfig:
     layers: int = 1
     dropout: float = 0.1
     normalize: bool = True           # standardise each clip (see the module docstring)
+    motion: bool = False             # read each frame's difference from the clip's mean frame
     crop_sigma: float | None = None  # None: one crop window per clip (see mouth_crops)
     grammar: tuple[tuple[str, ...], ...] = ()  # word slots a sentence must follow; () reads freely
 
@@ -169,6 +170,8 @@ class LipReader(nn.Module):
         lengths = lengths.to("cpu", torch.long)
         valid = (torch.arange(t)[None, :] < lengths[:, None]).to(crops.device)  # (B, T)
         x = crops
+        if self.config.motion:
+            x = x - _clip_mean_frame(x, valid)
         if self.config.normalize:
             x = _standardise(x, valid)
         x = x * valid[:, :, None, None, None]
@@ -181,6 +184,14 @@ class LipReader(nn.Module):
         logits = self.classifier(self.dropout(x))
         # CTC is computed in float32 whatever precision the rest runs in.
         return F.log_softmax(logits.float(), dim=-1)
+
+
+def _clip_mean_frame(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each clip's mean frame over its valid frames (B, 1, 1, H, W). Taking it away leaves what
+    moves: the still appearance of the face, which an unseen identity changes, drops out, and a
+    still video reads as nothing at all."""
+    weight = valid[:, :, None, None, None].to(x.dtype)
+    return (x * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True).clamp(min=1)
 
 
 def _standardise(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

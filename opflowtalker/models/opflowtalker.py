@@ -9,23 +9,25 @@ comes out, with an auxiliary dict (see :meth:`OpFlowTalker.forward`). The paper'
   the mean and log-variance of a Gaussian, a reparameterised sample of it is concatenated with
   standard normal noise z to give f'_audio, and the KL divergence to N(0, I) is returned for the loss.
 * Optical flow predictor (Eq. 2): MLPs turn f'_audio into per-frame flow features f_flow.
-  Beyond the paper (``explicit_motion``) it also decodes a coarse dense motion field, 1/8 of the
-  image size, upsampled to a field in pixels that warps the reference features at every scale from
-  1/8 up and the reference image itself. The paper never shows its flow features as a flow; this
-  field can be drawn and compared with the real optical flow (target frame -> reference frame).
 * Sequential Fusion (Eq. 3): one face encoder (shared weights) encodes the reference and the masked
   sequence into f_face and f_none; phi_1 (two linear layers) fuses them into f_ref; phi_2, a 6-layer
   causal Transformer over the T frames of the window, turns [f_ref, f_flow] into f_pre.
 * Facial reconstruction: a U-Net decoder from f_pre with skip connections from the masked and the
-  (warped) reference features at every scale, the reference image appended before the output
-  convolution to hold the identity. Beyond the paper (``flow_skip``), f_flow enters the decoder
-  beside f_pre, as Wav2Lip's audio embedding enters its decoder beside the face embedding: through
-  the Transformer alone, whose residual stream starts as f_ref, the audio reached the decoder so
-  weakly that 150-step models gave the same mouth for any audio (f_pre changed by 0.03-0.1% when
-  the audio of another window was swapped in). Also beyond the paper (``residual_output``), the
-  decoder predicts the change to the reference, warped by the motion field when there is one,
-  instead of the frame from nothing: the output starts as the reference (L1 0.048 on the corpus)
-  where a sigmoid output starts grey and after 400 steps (0.075-0.082) was still worse than a copy.
+  reference features at every scale.
+
+That is the paper's model, and the default configuration. Four parts of ours, each off by default
+and on together in the study's "motion field (ours)" variant, make the audio's effect explicit:
+
+* ``explicit_motion``: the flow predictor also decodes a coarse dense motion field (1/8 of the image
+  size, upsampled to pixels) that warps the reference features from 1/8 up and the reference image.
+  The paper never shows its flow features as a flow; this field can be drawn and compared with the
+  real optical flow (target frame -> reference frame).
+* ``flow_skip``: f_flow also enters the decoder beside f_pre, as Wav2Lip's audio embedding enters
+  its decoder beside the face embedding, so the audio does not reach the pixels only through the
+  Transformer's residual stream, which starts as f_ref.
+* ``append_reference``: the (warped) reference image is appended before the output convolution.
+* ``residual_output``: the decoder predicts the change to the (warped) reference instead of the
+  frame from nothing, so an untrained model starts as a copy of the reference, not as grey.
 
 Each part can be switched off for the ablations of Table 3d; see :class:`OpFlowTalkerConfig`.
 
@@ -48,6 +50,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .conv import Conv2d, Conv2dTranspose
+from .generator import GeneratorOutput
 
 __all__ = [
     "OpFlowTalkerConfig", "AudioEncoder", "AudioAugmentation", "kl_divergence", "OpticalFlowPredictor",
@@ -85,14 +88,18 @@ class OpFlowTalkerConfig:
     fusion_mlp_ratio: int = 4
     dropout: float = 0.0
     motion_stride: int = 8  # the dense motion field is predicted at image_size / motion_stride
-    # The paper's modules (Table 3d ablations) and our additions.
+    # The paper's modules (Table 3d ablations), on: the paper's model.
     audio_aug: bool = True
     flow_predictor: bool = True
     sequential_fusion: bool = True
-    explicit_motion: bool = True  # part of the flow predictor: off whenever flow_predictor is off
-    flow_skip: bool = True  # f_flow also enters the decoder beside f_pre (see FaceDecoder)
-    append_reference: bool = True
-    residual_output: bool = True  # the frame is the (warped) reference plus a predicted change
+    # Our additions (see the module's text), off in the paper's model.
+    explicit_motion: bool = False  # part of the flow predictor: off whenever flow_predictor is off
+    flow_skip: bool = False  # f_flow also enters the decoder beside f_pre (see FaceDecoder)
+    append_reference: bool = False
+    residual_output: bool = False  # the frame is the (warped) reference plus a predicted change
+
+    PAPER_PARTS = ("audio_aug", "flow_predictor", "sequential_fusion")
+    OUR_PARTS = ("explicit_motion", "flow_skip", "append_reference", "residual_output")
 
     def __post_init__(self):
         if self.image_size not in _ENCODER:
@@ -503,6 +510,23 @@ class OpFlowTalker(nn.Module):
         if motion is not None:
             motion = motion.reshape(b, t, 2, h, w).permute(0, 2, 1, 3, 4)
         return out, {"kl": kl, "flow_features": f_flow.reshape(b, t, -1), "motion": motion}
+
+    # The generator interface (models/generator.py).
+    @property
+    def window(self) -> int:
+        return self.config.window
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @staticmethod
+    def output(raw: tuple[torch.Tensor, dict]) -> GeneratorOutput:
+        frames, aux = raw
+        return GeneratorOutput(frames, aux["kl"], aux["motion"])
+
+    def generate(self, audio: torch.Tensor, faces: torch.Tensor) -> GeneratorOutput:
+        return self.output(self(audio, faces))
 
 
 def count_parameters(model: nn.Module) -> int:

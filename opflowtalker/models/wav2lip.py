@@ -8,13 +8,16 @@ Wav2Lip's ``Wav2Lip`` class layer for layer so that its public ``wav2lip.pth`` l
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .conv import Conv2d, Conv2dTranspose
+from .generator import GeneratorOutput
 from .syncnet import residual_stage
 
-__all__ = ["Wav2Lip"]
+__all__ = ["Wav2Lip", "Wav2LipConfig"]
 
 
 def _scaled(width: float):
@@ -71,6 +74,11 @@ def wav2lip_face_decoder(width: float = 1.0) -> nn.ModuleList:
     ])
 
 
+@dataclass(frozen=True)
+class Wav2LipConfig:
+    width: float = 1.0
+
+
 class Wav2Lip(nn.Module):
     """Wav2Lip's generator (36,298,035 parameters): mel window + masked/reference faces -> face.
 
@@ -82,7 +90,7 @@ class Wav2Lip(nn.Module):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
-        self.config = {"width": float(width)}
+        self.config = Wav2LipConfig(float(width))
         c = _scaled(width)
         self.face_encoder_blocks = wav2lip_face_encoder(width)
         self.audio_encoder = wav2lip_audio_encoder(width)
@@ -117,3 +125,15 @@ class Wav2Lip(nn.Module):
         if windowed:
             x = x.reshape(steps, batch, *x.shape[1:]).permute(1, 2, 0, 3, 4).contiguous()
         return x
+
+    # The generator interface (models/generator.py). Wav2Lip sees five frames at a time through its
+    # expert (syncnet_T) and generates 96-px faces.
+    window = 5
+    image_size = 96
+
+    @staticmethod
+    def output(frames: torch.Tensor) -> GeneratorOutput:
+        return GeneratorOutput(frames, frames.new_zeros(()), None)
+
+    def generate(self, audio: torch.Tensor, faces: torch.Tensor) -> GeneratorOutput:
+        return self.output(self(audio, faces))

@@ -12,38 +12,18 @@
   paper introduces its two terms "at different stages of training".
 * StackGAN's conditioning augmentation, which the paper cites for its audio augmentation, adds a
   KL term that keeps the sampled audio distribution close to N(0, I); ``kl_weight`` gives it. Eq. 8
-  has no such term, and the study follows Eq. 8 (weight 0): measured on 150-step models, a weight
-  of 1e-3 drove the audio mean to a constant (the frames did not change when another window's audio
-  was swapped in) and 1e-4 left the mouth on a training face uncorrelated with loudness (r 0.16,
-  against 0.66 without the term).
+  has no such term, and the study follows Eq. 8 (weight 0).
 * ``mouth_weight`` adds, beyond Eq. 8, the L1 error over the mouth alone (the lips' hull of the
   target, grown by 3 px), so that the few pixels which depend on the audio weigh as much as the
   rest of the face.
-
-The embedded profile trains 400 steps of 4 windows, where the paper trains for days, and the
-paper's weights do not carry over to that budget. Measured on the full model at 400 steps (val L1;
-r, the correlation of the lip gap dlib finds in the generated video with the loudness of real
-speech, on a training face and on the held-out face; the generate chapter measures it so):
-
-=========================================================  ========  ===============  ==============================
-losses (the model has a residual output unless said)        val L1    r (train, held)  what the mouth looks like
-=========================================================  ========  ===============  ==============================
-Eq. 8 as printed, sigmoid output (the earlier decoder)       0.082     -0.29, -0.17     grey, striped, still
-Eq. 8 as printed                                             0.069     -0.58, -0.48     white stripes that fool the expert
-L1 + OFS (weight 1), no sync                                 0.045     0.45, 0.52       a second, red mouth on the chin
-L1 + OFS 0.1 + sync 0.03 from step 200                       0.042     -0.31, -0.41     clean, still
-the same + mouth 1                                           0.038     0.50, 0.15       a stripe on the chin
-L1 + OFS 0.1 + mouth 1, no sync                              0.032     -0.16, 0.55      clean, barely moving
-**L1 + OFS 0.1 + mouth 3, no sync** (``params.yaml``)        0.036     0.11, 0.78       clean, opens with the voice
-=========================================================  ========  ===============  ==============================
-
-Copying the reference frame scores a val L1 of 0.048. The sync loss is what Wav2Lip's generator
-needs a long schedule and a visual-quality discriminator to tame; within this budget it either
-painted stripes that fool the expert (weight 0.1, or 0.03 once the mouth term made the mouth move)
-or left the mouth shut, so the embedded profile leaves it out (the evaluation still scores every
-model with the expert) and the ``paper`` profile keeps Eq. 8's lambda = (1, 0.1, 1) from step 20,000.
 * ``flip`` and ``color_jitter`` augment the training windows (:func:`.data.generator_batch`): with
   three training faces, a generator learns their colours instead of taking them from the reference.
+
+The embedded profile trains a few hundred steps of 4 windows, where the paper trains for days, and
+its weights (``params.yaml``: ``generators.defaults``) apply to every variant alike, Wav2Lip
+included, so that rows differ only in what the row names; the ``paper`` profile keeps Eq. 8's
+lambda = (1, 0.1, 1) with the sync term from step 20,000. The study chapter prints the weights of
+the run it reports.
 
 A *variant* is a named set of overrides of :class:`GeneratorTrainParams` (``params.yaml``:
 ``generators.variants``): the full model, each module of Table 3d switched off, the flow network of
@@ -64,6 +44,7 @@ from torch import nn
 from ..flow.train import load_trained_network
 from ..losses import freeze, l1_loss, mouth_l1_loss, ofs_loss
 from ..models.checkpoints import load_model_checkpoint
+from ..models.generator import generate
 from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from ..models.syncnet import lower_half_window, sync_loss
 from ..models.wav2lip import Wav2Lip
@@ -90,9 +71,11 @@ class GeneratorTrainParams:
     audio_aug: bool = True
     flow_predictor: bool = True
     sequential_fusion: bool = True
-    explicit_motion: bool = True
-    flow_skip: bool = True
-    residual_output: bool = True
+    # our additions, beyond the paper (models/opflowtalker.py): True adds one
+    explicit_motion: bool = False
+    flow_skip: bool = False
+    append_reference: bool = False
+    residual_output: bool = False
     # Eq. 8
     l1_weight: float = 1.0
     mouth_weight: float = 0.0  # an L1 term over the mouth alone (beyond Eq. 8; see the module's text)
@@ -164,17 +147,9 @@ def build_generator(params: GeneratorTrainParams) -> nn.Module:
     config = OpFlowTalkerConfig(image_size=params.image_size, window=params.window, width=params.width,
                                 audio_aug=params.audio_aug, flow_predictor=params.flow_predictor,
                                 sequential_fusion=params.sequential_fusion, explicit_motion=params.explicit_motion,
-                                flow_skip=params.flow_skip, residual_output=params.residual_output)
+                                flow_skip=params.flow_skip, append_reference=params.append_reference,
+                                residual_output=params.residual_output)
     return OpFlowTalker(config)
-
-
-def generate_window(model: nn.Module, audio: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(frames (B,3,T,H,W), KL term) from either generator."""
-    out = model(audio, faces)
-    if isinstance(out, tuple):
-        frames, extras = out
-        return frames, extras["kl"]
-    return out, out.new_zeros(())
 
 
 @dataclass
@@ -189,7 +164,7 @@ class GeneratorLoss:
 
     def __call__(self, model: nn.Module, batch: GeneratorBatch, step: int) -> dict[str, torch.Tensor]:
         p = self.params
-        frames, kl = generate_window(model, batch.audio, batch.faces)
+        frames, kl, _ = generate(model, batch.audio, batch.faces)
         frames = frames.float()
         rec = l1_loss(frames, batch.target)
         total = p.l1_weight * rec + p.kl_weight * kl.float()
@@ -256,7 +231,7 @@ def train_generator(variant: str, prepared: str | Path, out: str | Path, params:
 
     def evaluate(model):
         batch = val_batch.to(next(model.parameters()).device)
-        frames, _ = generate_window(model, batch.audio, batch.faces)
+        frames = model.generate(batch.audio, batch.faces).frames
         scores = {"val_l1": float(l1_loss(frames.float(), batch.target))}
         if expert is not None:
             a, v = expert(batch.sync_mel, lower_half_window(frames.float(), "BCTHW"))

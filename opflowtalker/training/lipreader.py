@@ -34,7 +34,7 @@ from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
 from ..models.lipreader import BLANK, LipReader, LipReaderConfig, decode, load_lipreader, mouth_crops
 from .data import read_split_keys
-from .loop import LoopParams, distributed, fit
+from .loop import LoopParams, distributed, fit, run_identity
 
 __all__ = [
     "LipReaderTrainParams", "LipReadingClips", "load_lipreading_clips", "sample_lipreader_batch",
@@ -59,6 +59,7 @@ class LipReaderTrainParams:
     hidden: int = 128
     layers: int = 1
     dropout: float = 0.1
+    motion: bool = False          # read the frames' differences from the clip's mean frame
     flip: float = 0.5             # probability of mirroring a clip left to right
     shift: int = 2                # largest random translation of a clip, in crop pixels
     scale: float = 0.0            # zoom a clip by a random factor in [1 - scale, 1 + scale] (mouth size)
@@ -88,7 +89,7 @@ class LipReaderTrainParams:
                                crop_scale=self.crop_scale, crop_sigma=self.crop_sigma,
                                front_channels=self.front_channels,
                                channels=self.channels, hidden=self.hidden, layers=self.layers,
-                               dropout=self.dropout, **extra)
+                               dropout=self.dropout, motion=self.motion, **extra)
 
     def loop_params(self) -> LoopParams:
         return LoopParams.of(self)
@@ -282,7 +283,7 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
               lambda rng, n: sample_lipreader_batch(train, rng, n, config, **augment),
               out, run_dir, params.loop_params(),
               evaluate=lambda m: {k: v for k, v in evaluate_lipreader(m, val).items() if k != "n"},
-              metadata={"model": "LipReader", "config": asdict(config), "train_params": _run_identity(params)})
+              metadata={"model": "LipReader", "config": asdict(config), "train_params": run_identity(params)})
     if distributed().rank != 0:
         return log  # rank 0 scores and reports
     model = load_lipreader(out)
@@ -296,13 +297,6 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
 def _fits(text: str, grammar: tuple[tuple[str, ...], ...]) -> bool:
     words = text.upper().split()
     return len(words) == len(grammar) and all(w in slot for w, slot in zip(words, grammar))
-
-
-def _run_identity(params: LipReaderTrainParams) -> dict:
-    """The parameters that make a run what it is. Steps and logging cadence are left out, so
-    asking for more steps resumes the run instead of starting it again (see ``fit``)."""
-    cadence = ("steps", "checkpoint_every", "log_every", "eval_every", "threads")
-    return {k: v for k, v in asdict(params).items() if k not in cadence}
 
 
 def _examples(model: LipReader, clips: LipReadingClips, n: int = 5) -> list[dict[str, str]]:

@@ -41,7 +41,7 @@ from torch import nn
 from ..files import write_json_atomic
 from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
 
-__all__ = ["LoopParams", "Distributed", "distributed", "fit", "to_device", "step_seed"]
+__all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,23 @@ def _autocast(precision: str, device: torch.device) -> tuple[Any, torch.dtype | 
     return (lambda: torch.autocast(device.type, dtype=dtype)), dtype
 
 
+CADENCE = ("steps", "checkpoint_every", "log_every", "eval_every", "threads")
+
+
+def run_identity(params: Any) -> dict:
+    """A training dataclass's fields without its length and cadence: what makes a run what it is.
+    Asking for more steps, or logging more often, then resumes the run instead of restarting it."""
+    return {k: v for k, v in asdict(params).items() if k not in CADENCE}
+
+
 def _fingerprint(name: str, params: LoopParams, metadata: dict) -> str:
     # What must match for a resume to continue the same run. `steps` may grow (train longer) and
-    # the logging cadence may change without invalidating the run.
-    keyed = {k: v for k, v in asdict(params).items() if k not in ("steps", "checkpoint_every", "log_every", "threads")}
+    # the logging cadence may change without invalidating the run; the same keys are dropped from
+    # the model's own training parameters in ``metadata``.
+    keyed = {k: v for k, v in asdict(params).items() if k not in CADENCE}
+    if isinstance(metadata.get("train_params"), dict):
+        metadata = {**metadata, "train_params": {k: v for k, v in metadata["train_params"].items()
+                                                 if k not in CADENCE}}
     text = json.dumps({"name": name, "params": keyed, "metadata": metadata}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from ..files import write_json_atomic
-from ..metrics.sync import clip_sync_scores_judge, shifted_mel
+from ..metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
 from ..models.sync_judge import JUDGE_FRAMES, SyncJudge, SyncJudgeConfig, judge_crops, load_sync_judge
 from .data import PreparedClip, load_split
 from .loop import LoopParams, distributed, fit
@@ -34,7 +34,7 @@ __all__ = ["SyncJudgeTrainParams", "JudgeClips", "judge_batch", "judge_loss", "j
 
 @dataclass(frozen=True)
 class SyncJudgeTrainParams:
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
     max_offset: int = 8           # K: candidate audio offsets -K..K frames of the same clip
@@ -140,16 +140,22 @@ def judge_loss(model: SyncJudge, batch: dict[str, torch.Tensor], temperature: fl
 
 def judge_calibration(judge: SyncJudge, clips: list[PreparedClip], shift: int) -> dict[str, float]:
     """How the judge scores real clips: the share whose best offset is within one frame of 0 and,
-    with the audio delayed by ``shift`` frames, within one frame of ``-shift``; LSE-C of both."""
-    real, moved = [], []
-    for clip in clips:
+    with the audio delayed by ``shift`` frames, within one frame of ``-shift``; LSE-C of both, and
+    LSE-C of each video against the next clip's speech (the wrong-audio control)."""
+    real, moved, wrong = [], [], []
+    for i, clip in enumerate(clips):
         real.append(clip_sync_scores_judge(judge, clip.faces, clip.landmarks, clip.mel, clip.fps))
         moved.append(clip_sync_scores_judge(judge, clip.faces, clip.landmarks,
                                             shifted_mel(clip.mel, shift, clip.fps), clip.fps))
+        other = clips[(i + 1) % len(clips)]
+        if len(clips) > 1:
+            wrong.append(clip_sync_scores_judge(judge, clip.faces, clip.landmarks,
+                                                mel_of_length(other.mel, clip.mel.shape[1]), clip.fps))
     return {"offset_within_1": float(np.mean([abs(s.offset) <= 1 for s in real])),
             "shifted_offset_within_1": float(np.mean([abs(s.offset + shift) <= 1 for s in moved])),
             "lse_c": float(np.mean([s.lse_c for s in real])), "lse_d": float(np.mean([s.lse_d for s in real])),
             "lse_c_shifted_at_0": float(np.mean([np.median(s.dists) - s.dists[len(s.dists) // 2] for s in moved])),
+            "lse_c_wrong_audio": float(np.mean([s.lse_c for s in wrong])) if wrong else float("nan"),
             "clips": len(clips)}
 
 
