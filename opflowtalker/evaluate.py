@@ -25,6 +25,9 @@ Protocol (the same for every row: the generators and the four controls go throug
   (T_gt); the speech recogniser transcribes the audio the row is judged against (T_speech). BLEU,
   WER, CER and ROUGE-L of T_gen against T_speech, VTCS-B/W (Eq. 9), and the lip reader's WER
   against the script.
+* **Temporal** (every table, :mod:`opflowtalker.metrics.temporal`): *jitter*, the warping error of
+  consecutive frames against the real video's flow over the face, and *motion in silence*, the
+  same error inside the mouth over the silent stretches of the audio the row is judged against.
 
 Every metric but FD-face/FID/LPIPS is a mean of per-clip values; a row keeps them (``per_clip``)
 with a 95% bootstrap interval over clips (``ci``), so that two rows can be compared paired over
@@ -54,8 +57,10 @@ from .metrics.landmarks import detect_crop_landmarks, lmd
 from .metrics.lpips import lpips_distance
 from .metrics.intervals import mean_interval
 from .metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
+from .metrics.temporal import silence_motion, silent_frames, temporal_jitter
 from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
+from .losses import mouth_masks
 from .training.data import PreparedClip, load_split, lower_half_masked
 
 __all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "reference_windows",
@@ -63,6 +68,8 @@ __all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "re
            "evaluate_generator", "load_reference", "load_judges"]
 
 log = logging.getLogger(__name__)
+
+MOUTH_GROW = 4  # px the real lips' hull is grown by for the mouth-motion-in-silence metric
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class EvalParams:
     batch_windows: int = 8
     landmark_frame_step: int = 2  # M/F-LMD on every k-th frame
     fd_frame_step: int = 4  # FD-face on every k-th frame (dlib's descriptor takes ~75 ms a face)
-    strip_frames: int = 8  # frames of the first test clip kept for the book's strips
+    strip_frames: int = 0  # frames of the first test clip kept for the book's strips (0: all of them)
     shift: int = 5  # frames the shifted-audio control delays the speech by (5 frames = 16 mel steps)
     inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, if you have it
     lpips_backbone: str = ""  # torchvision's alexnet weights, if you have them
@@ -117,7 +124,8 @@ def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windo
 
 
 def _clips(prepared: str | Path, params: EvalParams) -> list[PreparedClip]:
-    clips = load_split(prepared, params.split, with_flow=False, min_frames=params.window)
+    # The real video's flow is what the temporal metrics carry frames back by.
+    clips = load_split(prepared, params.split, with_flow=True, min_frames=params.window)
     return clips[: params.max_clips] if params.max_clips else clips
 
 
@@ -250,14 +258,21 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
     if keys != [str(k) for k in ref["keys"]]:
         raise ValueError("the reference evaluation was computed on other clips; rerun evaluate-reference")
     real_lips, scripts = [str(s) for s in ref["lip_gt"]], [str(s) for s in ref["truth"]]
-    per: dict[str, list] = {k: [] for k in ("psnr", "ssim", "lse_c", "lse_d", "offset", "m_lmd", "f_lmd")}
+    per: dict[str, list] = {k: [] for k in ("psnr", "ssim", "lse_c", "lse_d", "offset", "m_lmd", "f_lmd",
+                                            "jitter", "silence_motion")}
     lips, speech, fake_embeddings, real_all, fake_all, strip = [], [], [], [], [], None
     for clip, shown in zip(clips, renditions):
         frames = shown.frames
         if strip is None:
-            strip = frames[: params.strip_frames]
+            strip = frames[: params.strip_frames or None]
         per["psnr"].append(psnr(frames, clip.faces))
         per["ssim"].append(ssim(frames, clip.faces))
+        per["jitter"].append(temporal_jitter(frames, clip.flow, clip.valid))
+        # Silence is the silence of the audio the video is shown with (another clip's for the
+        # wrong-audio control, the delayed speech for the shifted one).
+        silent = silent_frames(shown.mel, len(clip), clip.fps)
+        mouth = mouth_masks(clip.landmarks, frames.shape[1:3], dilate=MOUTH_GROW)
+        per["silence_motion"].append(silence_motion(frames, clip.flow, clip.valid, mouth, silent))
         sync = clip_sync_scores_judge(judges.sync, frames, clip.landmarks, shown.mel, clip.fps)
         per["lse_c"].append(sync.lse_c)
         per["lse_d"].append(sync.lse_d)
@@ -300,7 +315,8 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
            "unavailable": _unavailable(params), "params": asdict(params),
            "seconds": time.perf_counter() - start}
     if frames_out is not None:
-        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames],
+        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames or None],
+                                      "still_index": np.array(reference_windows(len(clips[0]), params.window)[0][1]),
                                       "clip": np.array(clips[0].key)})
     return row
 

@@ -42,9 +42,9 @@ from .tables import format_cell, format_value
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
-           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "SILENCE", "loudness_per_frame",
+           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
-           "sharpness_sentence", "judge_calibration_table", "judge_bounds", "speech_by_voice", "sync_judge_verdict",
+           "sharpness_sentence", "judge_calibration_table", "judge_bounds", "lip_sync_bounds", "speech_by_voice", "sync_judge_verdict",
            "expert_calibration"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
@@ -350,23 +350,46 @@ def stage_minutes(times: Mapping[str, Mapping]) -> pd.DataFrame:
     return pd.DataFrame([r[1:] for r in rows], columns=["stage", "command", "minutes"]).set_index("stage")
 
 
-def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None
-                     ) -> tuple[list[list[np.ndarray]], list[str]]:
-    """Rows of tiles for :func:`opflowtalker.viz.contact_sheet`: the real frames, then each
-    variant's generated frames (``results/frames/<variant>.npz`` contents, in ``frames``' order),
-    all cut to the same length. Returns (rows, row names: ``"real"`` and the variant names)."""
+def moving_stretch(real: np.ndarray, n_frames: int) -> int:
+    """The first frame of the ``n_frames`` consecutive real frames (T, H, W, 3) whose lower halves
+    change the most from frame to frame: where the strips show the mouth at work."""
+    lower = np.asarray(real[:, real.shape[1] // 2:], dtype=np.float32)
+    change = np.abs(np.diff(lower, axis=0)).mean(axis=(1, 2, 3))  # (T-1,)
+    if len(real) <= n_frames:
+        return 0
+    totals = np.convolve(change, np.ones(n_frames - 1), mode="valid") if n_frames > 1 else change
+    return int(np.argmax(totals))
+
+
+def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None, start: int = 0,
+                     still: bool = False, mouth: bool = False) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Rows of tiles for :func:`opflowtalker.viz.contact_sheet`: the real frames, then (``still``) the
+    still-reference control (the real frame at the files' ``still_index`` held), then each variant's
+    generated frames (``results/frames/<variant>.npz`` contents, in ``frames``' order), all from frame
+    ``start`` and cut to the same length; ``mouth`` keeps the lower half of each face. Returns (rows,
+    row names: ``"real"``, ``"still_reference"`` and the variant names)."""
     if not frames:
         raise ReportError("no generated frames to show")
     clips = {str(np.asarray(f["clip"])) for f in frames.values()}
     if len(clips) != 1:
         raise ReportError(f"the frame strips come from different clips ({', '.join(sorted(clips))})")
-    n = min(len(f["generated"]) for f in frames.values())
-    n = min(n, len(next(iter(frames.values()))["real"]))
-    if n_frames is not None:
-        n = min(n, n_frames)
-    real = next(iter(frames.values()))["real"]
-    rows = [list(real[:n])] + [list(f["generated"][:n]) for f in frames.values()]
-    return rows, ["real", *frames]
+    first = next(iter(frames.values()))
+    real = first["real"]
+    n = min(min(len(f["generated"]) for f in frames.values()), len(real))
+    if not 0 <= start < n:
+        raise ReportError(f"the strips hold {n} frames; cannot start at frame {start}")
+    n = n - start if n_frames is None else min(n - start, n_frames)
+    rows, names = [list(real[start:start + n])], ["real"]
+    if still:
+        if "still_index" not in first:
+            raise ReportError("these frame files do not say which frame the still reference holds")
+        rows.append([real[int(first["still_index"])]] * n)
+        names.append("still_reference")
+    rows += [list(f["generated"][start:start + n]) for f in frames.values()]
+    names += list(frames)
+    if mouth:
+        rows = [[tile[tile.shape[0] // 2:] for tile in row] for row in rows]
+    return rows, names
 
 
 # --- Does a generated mouth move with the speech? (the generate chapter) ---------------------------
@@ -536,6 +559,39 @@ def judge_bounds(controls: Mapping[str, Mapping]) -> pd.DataFrame:
     ]
     lines = [{"claim": claim, "measured": round(float(value), 3), "bound": f"{op} {bound:g}",
               "met": bool(value >= bound if op == ">=" else value <= bound)} for claim, value, op, bound in checks]
+    return pd.DataFrame(lines).set_index("claim")
+
+
+# Columns on which a generator must do better than the still reference, with their direction. Not
+# the motion in silence: there a still frame is close to ideal, and the bound is the real video's.
+LIP_METRICS = {"lse_c": True, "lse_d": False, "offset_ok": True, "m_lmd": False, "wer_script": False}
+
+
+def lip_sync_bounds(rows: Mapping[str, Mapping], variant: str) -> pd.DataFrame:
+    """The lip-sync bounds a generator ``variant`` is held to on the held-out test clips, measured
+    against the control rows of the same run: lip reading within 0.25 of the real video's WER, LSE-C
+    at least half the real video's, the best offset right on at least 70% of clips, the mouth in
+    silence moving at most 1.5 times as much as the real one, and every lip metric better than the
+    still reference (paired interval excluding zero)."""
+    row, truth, still = rows[variant], rows["ground_truth"], rows["still_reference"]
+    checks = [
+        ("lip-reading WER against the script - the real video's", row["wer_script"] - truth["wer_script"], "<=", 0.25),
+        ("LSE-C / the real video's", row["lse_c"] / max(truth["lse_c"], 1e-12), ">=", 0.5),
+        ("clips with the best offset within ±1 of 0", row["offset_ok"], ">=", 0.7),
+        ("motion in silence / the real video's", row["silence_motion"] / max(truth["silence_motion"], 1e-12),
+         "<=", 1.5),
+    ]
+    lines = [{"claim": claim, "measured": round(float(value), 3), "bound": f"{op} {bound:g}",
+              "met": bool(value >= bound if op == ">=" else value <= bound)} for claim, value, op, bound in checks]
+    for key, higher in LIP_METRICS.items():
+        paired = paired_difference(row, still, key)
+        if paired is None:
+            continue
+        diff, lo, hi = paired
+        better = lo > 0 if higher else hi < 0
+        lines.append({"claim": f"{key} better than the still reference (paired difference, 95% interval)",
+                      "measured": f"{diff:+.3g} [{lo:+.3g}, {hi:+.3g}]", "bound": "excludes 0, right side",
+                      "met": bool(better)})
     return pd.DataFrame(lines).set_index("claim")
 
 

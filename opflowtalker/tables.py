@@ -52,19 +52,22 @@ PAPER = {
     },
 }
 
-# Columns of each table: (key, heading, higher is better). Ours add FD-face and LSE-D.
+# Columns of each table: (key, heading, higher is better). Ours add FD-face, LSE-D, the share of
+# clips whose best offset is right, WER against the script, and in every table the two temporal
+# metrics (metrics/temporal.py), which the paper does not report.
+TEMPORAL = [("silence_motion", "motion in silence ↓", False), ("jitter", "jitter ↓", False)]
 TABLES = {
     "table1": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("m_lmd", "M-LMD ↓", False),
                ("f_lmd", "F-LMD ↓", False), ("fid", "FID ↓", False), ("fd_face", "FD-face ↓", False),
                ("lse_c", "LSE-C ↑", True), ("lse_d", "LSE-D ↓", False), ("offset_ok", "offset ok ↑", True),
-               ("lpips", "LPIPS ↓", False)],
+               ("lpips", "LPIPS ↓", False), *TEMPORAL],
     "table2": [("bleu", "BLEU ↑", True), ("wer", "WER ↓", False), ("cer", "CER ↓", False),
                ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False), ("vtcs_w", "VTCS-W ↓", False),
-               ("wer_script", "WER vs script ↓", False)],
+               ("wer_script", "WER vs script ↓", False), *TEMPORAL],
     "table3": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("fid", "FID ↓", False),
                ("fd_face", "FD-face ↓", False), ("lse_c", "LSE-C ↑", True), ("m_lmd", "M-LMD ↓", False),
                ("f_lmd", "F-LMD ↓", False), ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False),
-               ("vtcs_w", "VTCS-W ↓", False)],
+               ("vtcs_w", "VTCS-W ↓", False), *TEMPORAL],
 }
 
 # Which of our variants appear in Tables 1 and 2 (Table 3 has every variant); the controls close

@@ -155,7 +155,9 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
     prepared = tmp_path / "prepared"
     for clip in clips:
         (prepared / clip.key).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(prepared / f"{clip.key}.npz", faces=clip.faces, mel=clip.mel, landmarks=clip.landmarks, fps=FPS)
+        n = len(clip.faces)
+        np.savez(prepared / f"{clip.key}.npz", faces=clip.faces, mel=clip.mel, landmarks=clip.landmarks, fps=FPS,
+                 flow=np.zeros((n - 1, SIZE, SIZE, 2), np.float16), valid=np.ones((n - 1, SIZE, SIZE), bool))
     (prepared / "test.txt").write_text("".join(c.key + "\n" for c in clips))
     judge_path, reader_path = tmp_path / "judge.safetensors", tmp_path / "reader.safetensors"
     torch.manual_seed(0)
@@ -188,6 +190,9 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
     assert copy["fd_face"] == pytest.approx(truth["fd_face"], abs=1e-6)
     still = rows["still_reference"]
     assert still["psnr"] < truth["psnr"] and still["per_clip"]["keys"] == truth["per_clip"]["keys"]
+    # The temporal metrics are scored for the controls too: the talking truth changes under a
+    # still flow, the still frame does not.
+    assert truth["jitter"] > 0.1 and still["jitter"] < 1e-3
     assert rows["wrong_audio"]["per_clip"]["speech"] == [s.lower() for s in scripts[::-1]]
     assert rows["shifted_audio"]["expected_offset"] == -5
     # The controls are renditions of the clips, nothing typed: the still one is one frame repeated.

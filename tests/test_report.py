@@ -222,6 +222,20 @@ def test_frame_strips_put_the_real_frames_on_top_and_cut_to_a_common_length():
     assert len(rows[0]) == 2
 
 
+def test_mouth_strips_start_where_asked_hold_the_still_frame_and_keep_the_lower_half():
+    real = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
+    shown = {"generated": real[::-1].copy(), "real": real, "clip": np.array("woman/1"), "still_index": np.array(4)}
+    rows, names = frame_strip_rows({"full": shown}, n_frames=3, start=2, still=True, mouth=True)
+    assert names == ["real", "still_reference", "full"]
+    np.testing.assert_array_equal(rows[0][0], real[2, 2:])
+    assert all((tile == real[4, 2:]).all() for tile in rows[1]) and len(rows[1]) == 3
+    np.testing.assert_array_equal(rows[2][2], real[::-1][4, 2:])
+    with pytest.raises(ReportError, match="cannot start"):
+        frame_strip_rows({"full": shown}, start=6)
+    with pytest.raises(ReportError, match="still reference"):
+        frame_strip_rows({"full": _frames("woman/1", 20, 3)}, still=True)
+
+
 def test_frame_strips_from_different_clips_are_refused():
     with pytest.raises(ReportError, match="different clips"):
         frame_strip_rows({"wav2lip": _frames("woman/1", 10, 4), "full": _frames("woman/2", 20, 4)})
@@ -286,3 +300,47 @@ def test_blurring_lowers_sharpness_and_the_sentence_says_so():
     assert "keeps 95% of the sharpness of the photo in the mouth" in sharpness_sentence("O", 0.95, "the mouth")
     with pytest.raises(ReportError):
         sharpness(photo[None], (10, 10, 0, 64))
+
+
+def _clip_row(variant: str, **per_clip: list[float]) -> dict:
+    n = len(next(iter(per_clip.values())))
+    return {"variant": variant, "label": variant, **{k: float(np.mean(v)) for k, v in per_clip.items()},
+            "per_clip": {"keys": [f"woman/{i}" for i in range(n)], **per_clip}}
+
+
+def test_lip_sync_bounds_hold_a_generator_to_the_truth_and_above_the_still_frame():
+    from opflowtalker.report import lip_sync_bounds
+
+    rng = np.random.default_rng(0)
+    n = 20
+
+    def values(centre):
+        return list(centre + rng.normal(0, 0.01, n))
+
+    rows = {"ground_truth": _clip_row("ground_truth", wer_script=values(0.2), lse_c=values(0.6),
+                                      offset_ok=[1.0] * n, silence_motion=values(1.0), m_lmd=values(0.0)),
+            "still_reference": _clip_row("still_reference", wer_script=values(0.85), lse_c=values(0.05),
+                                         offset_ok=[0.0] * n, silence_motion=values(1.1), m_lmd=values(2.0)),
+            "good": _clip_row("good", wer_script=values(0.4), lse_c=values(0.4), offset_ok=[1.0] * 16 + [0.0] * 4,
+                              silence_motion=values(1.2), m_lmd=values(1.0)),
+            "mumbles": _clip_row("mumbles", wer_script=values(0.4), lse_c=values(0.35), offset_ok=[1.0] * n,
+                                 silence_motion=values(2.0), m_lmd=values(1.0))}
+    good = lip_sync_bounds(rows, "good")
+    assert good["met"].all(), good
+    assert good.loc["LSE-C / the real video's", "measured"] == pytest.approx(0.4 / 0.6, abs=0.01)
+    mumbles = lip_sync_bounds(rows, "mumbles")
+    failed = mumbles.index[~mumbles["met"]].tolist()
+    # It moves in silence more than 1.5x the truth; where a still frame is close to ideal it is no floor.
+    assert failed == ["motion in silence / the real video's"]
+    assert not lip_sync_bounds(rows, "still_reference")["met"].all()
+
+
+def test_the_strips_start_where_the_real_mouth_moves_most():
+    from opflowtalker.report import moving_stretch
+
+    real = np.zeros((20, 8, 8, 3), np.uint8)
+    real[11:15:2, 4:] = 255  # the mouth flickers in frames 11-14
+    real[2, :4] = 255  # the upper half does not count
+    start = moving_stretch(real, 4)
+    assert 8 <= start <= 11 and moving_stretch(real[:3], 4) == 0
+

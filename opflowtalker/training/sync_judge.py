@@ -34,7 +34,7 @@ __all__ = ["SyncJudgeTrainParams", "JudgeClips", "judge_batch", "judge_loss", "j
 
 @dataclass(frozen=True)
 class SyncJudgeTrainParams:
-    steps: int = 1000
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
     max_offset: int = 8           # K: candidate audio offsets -K..K frames of the same clip
