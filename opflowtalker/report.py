@@ -223,10 +223,17 @@ def _metric_columns(tables: Mapping) -> list[Mapping]:
 
 
 def _all_rows(tables: Mapping) -> list[Mapping]:
+    # A variant's row in each table holds that table's columns; its per-clip values, intervals and
+    # cells are merged across the tables, not replaced by the last table's.
     rows: dict[str, dict] = {}
     for name in sorted(tables):
         for row in tables[name]["ours"]:
-            rows.setdefault(row["variant"], {}).update(row)
+            merged = rows.setdefault(row["variant"], {})
+            for key, value in row.items():
+                if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
     return list(rows.values())
 
 

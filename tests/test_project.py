@@ -1,5 +1,6 @@
 """The project's setup promises: one environment described twice, CI running the README's test
 command, a pipeline DVC can read, and a book that builds offline with warnings as errors."""
+import json
 import re
 import shutil
 import subprocess
@@ -58,3 +59,22 @@ def test_the_audio_chapter_executes_and_the_book_builds_offline(tmp_path):
     assert "mathjax/tex-chtml.js" in page  # MathJax served from the book itself
     external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page)
     assert external == []
+
+
+# Numbers the chapters' prose may state because they define something rather than measure it: the
+# paper's weights, the interval level, the judges' window length and the bounds a model is held to.
+DEFINED_IN_PROSE = {("study.ipynb", "0.1"), ("study.ipynb", "0.2"), ("study.ipynb", "95%"),
+                    ("study.ipynb", "0.25"), ("study.ipynb", "70%"), ("study.ipynb", "1.5")}
+
+
+def test_chapter_prose_states_no_measured_number():
+    """Every measured number in the book is printed by a code cell: the notebooks' markdown holds no
+    decimal or percentage beyond the definitions above."""
+    typed = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                text = "".join(cell["source"])
+                typed |= {(path.name, m.replace(" ", "")) for m in
+                          re.findall(r"(?<![\w.$\\])(\d+\.\d+|\d+(?:\.\d+)?\s?%)", text)}
+    assert typed <= DEFINED_IN_PROSE, sorted(typed - DEFINED_IN_PROSE)

@@ -344,3 +344,21 @@ def test_the_strips_start_where_the_real_mouth_moves_most():
     start = moving_stretch(real, 4)
     assert 8 <= start <= 11 and moving_stretch(real[:3], 4) == 0
 
+
+
+def test_head_to_head_pairs_every_metric_of_every_table_by_its_clips():
+    from opflowtalker.report import head_to_head_sentences
+
+    def row(variant, psnr, wer):
+        return {"variant": variant, "label": variant, "psnr": float(np.mean(psnr)), "wer": float(np.mean(wer))}
+
+    a, b = row("a", [20, 21, 22, 23], [0.5, 0.5, 0.5, 0.5]), row("b", [10, 11, 12, 13], [0.9, 0.8, 0.9, 0.8])
+    tables = {}
+    for name, key, heading, higher in (("table1", "psnr", "PSNR", True), ("table2", "wer", "WER", False)):
+        tables[name] = {"columns": [{"key": key, "heading": heading, "higher_is_better": higher}],
+                        "ours": [{**r, "per_clip": {"keys": ["c0", "c1", "c2", "c3"],
+                                                    key: {"a": [20, 21, 22, 23] if key == "psnr" else [0.5] * 4,
+                                                          "b": [10, 11, 12, 13] if key == "psnr" else [0.9, 0.8] * 2
+                                                          }[r["variant"]]}} for r in (a, b)]}
+    text = head_to_head_sentences(tables, "a", "b")
+    assert "compared as printed" not in text and text.count("paired 95% interval") == 2
