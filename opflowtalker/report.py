@@ -390,6 +390,9 @@ def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None,
     if still:
         if "still_index" not in first:
             raise ReportError("these frame files do not say which frame the still reference holds")
+        if int(first["still_index"]) >= len(real):
+            raise ReportError(f"the still reference holds frame {int(first['still_index'])}, beyond the {len(real)} "
+                              "real frames kept (evaluate.strip_frames; 0 keeps them all)")
         rows.append([real[int(first["still_index"])]] * n)
         names.append("still_reference")
     rows += [list(f["generated"][start:start + n]) for f in frames.values()]

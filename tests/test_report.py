@@ -234,6 +234,8 @@ def test_mouth_strips_start_where_asked_hold_the_still_frame_and_keep_the_lower_
         frame_strip_rows({"full": shown}, start=6)
     with pytest.raises(ReportError, match="still reference"):
         frame_strip_rows({"full": _frames("woman/1", 20, 3)}, still=True)
+    with pytest.raises(ReportError, match="beyond the 6 real frames"):
+        frame_strip_rows({"full": {**shown, "still_index": np.array(9)}}, still=True)
 
 
 def test_frame_strips_from_different_clips_are_refused():
