@@ -25,7 +25,7 @@ class UserError(Exception):
 # The stages of the study whose wall time the book reports (metrics/stage_times.json). The chapters
 # and the book run after the chart is drawn (the study chapter depends on the file), so they are not
 # in it: were they, every build would change a dependency of the chapter that drew it.
-TIMED = {"corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet", "train-sync-judge",
+TIMED = {"corpus", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet", "train-sync-judge",
          "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables"}
 STAGE_TIMES = Path("metrics/stage_times.json")
 
@@ -63,6 +63,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .metrics.sync import SyncError
     from .metrics.text import TextMetricError
     from .models.checkpoints import CheckpointError
+    from .corpus.lipreading import LipReadingCorpusError
     from .models.lipreader import LipReaderError
     from .notebooks import NotebookError
     from .params import ParamsError
@@ -71,7 +72,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, GenerateError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
             ParamsError, PreprocessError, VideoError, MetricError, LandmarkMetricError, SpeechRecognitionError,
-            SyncError, TextMetricError, LipReaderError, FileNotFoundError)
+            SyncError, TextMetricError, LipReaderError, LipReadingCorpusError, FileNotFoundError)
 
 
 def _cmd_assets(args: argparse.Namespace) -> None:
@@ -106,6 +107,34 @@ def _cmd_corpus(args: argparse.Namespace) -> None:
     params = from_mapping(CorpusParams, load_params(args.params).get("corpus"), "params.yaml: corpus")
     summary = build_corpus(args.out, params)
     print(json.dumps(summary))
+
+
+def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
+    import json
+
+    from .corpus.build import CorpusParams
+    from .corpus.lipreading import CropSettings, LipReadingCorpusParams, build_lipreading_corpus
+    from .params import from_mapping, load_params
+    from .preprocess import PreprocessParams
+    from .training.lipreader import LipReaderTrainParams
+
+    params = load_params(args.params)
+    corpus = from_mapping(CorpusParams, params.get("corpus"), "params.yaml: corpus")
+    lipreading = from_mapping(LipReadingCorpusParams, params.get("lipreading_corpus"), "params.yaml: lipreading_corpus")
+    prep = dict(params.get("preprocess") or {})
+    prep.pop("workers", None), prep.pop("splits", None)
+    prep = from_mapping(PreprocessParams, prep, "params.yaml: preprocess")
+    mouth = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
+    crop = CropSettings(face_size=int(prep.size), pads=prep.pads, smooth=int(prep.smooth),
+                        **lipreading_mouth(mouth))
+    print(json.dumps(build_lipreading_corpus(args.out, corpus, lipreading, crop)))
+
+
+def lipreading_mouth(train) -> dict:
+    """The mouth-crop settings of the lip reader that ``train`` (LipReaderTrainParams) trains."""
+    config = train.model_config()
+    return {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
+            "crop_sigma": config.crop_sigma}
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
@@ -221,7 +250,8 @@ def _cmd_train_lipreader(args: argparse.Namespace) -> None:
     train = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
     dataset = params.get("dataset") or {}
     log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
-                          args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"))
+                          args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"),
+                          extra=args.extra)
     args.trained_seconds = log["seconds"]
     if not _is_main_process():
         return
@@ -339,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_corpus)
 
+    p = sub.add_parser("lipreading-corpus", help="render more training sentences as mouth crops for the lip "
+                                                 "reader (params.yaml: lipreading_corpus)")
+    p.add_argument("--out", type=Path, default=Path("data/lipreading.npz"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_lipreading_corpus)
+
     p = sub.add_parser("preprocess", help="face crops, mel and ground-truth flow for every clip (params.yaml: "
                                           "dataset, preprocess)")
     p.add_argument("--out", type=Path, default=Path("data/prepared"))
@@ -374,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-dir", type=Path, default=None, help=f"resume checkpoint and dvclive logs (runs/{run})")
         p.add_argument("--params", type=Path, default=Path("params.yaml"))
         p.set_defaults(func=func)
+        return p
 
     network_training("train-syncnet", "train the lip-sync expert (params.yaml: train_syncnet); resumes after a "
                    "kill; torchrun runs it on N devices", "syncnet", _cmd_train_syncnet)
@@ -391,8 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_train_generator)
 
-    network_training("train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)", "lipreader",
+    p = network_training("train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)", "lipreader",
                    _cmd_train_lipreader)
+    p.add_argument("--extra", type=Path, default=None,
+                   help="a lip-reading corpus whose clips join the training split (data/lipreading.npz)")
 
     def evaluation_inputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--prepared", type=Path, default=Path("data/prepared"))

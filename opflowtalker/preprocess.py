@@ -44,6 +44,7 @@ __all__ = [
     "NoFaceError",
     "PreprocessParams",
     "face_boxes",
+    "crop_landmarks",
     "smooth_boxes",
     "crop_geometry",
     "crop_frame",
@@ -168,6 +169,13 @@ def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
         frame = cv2.GaussianBlur(frame, (0, 0), sigmaX=0.5 * (1.0 / scale - 1.0))
     matrix = np.array([[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]])
     return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_landmarks(landmarks: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(T, 68, 2) frame landmarks in the coordinates of the (T, 4) boxes' ``size``-px crops."""
+    boxes = np.asarray(boxes)
+    origin, scale = boxes[:, None, :2], size / (boxes[:, 2] - boxes[:, 0])[:, None, None]
+    return ((np.asarray(landmarks) - origin) * scale).astype(np.float32)
 
 
 def _crop_grid(box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,11 +333,10 @@ def preprocess_clip(clip: Clip, params: PreprocessParams = PreprocessParams()) -
     if n < 2:
         raise PreprocessError(f"{clip.video} has a single frame; flow needs at least two")
 
-    origin, scale = boxes[:, None, :2], size / (boxes[:, 2] - boxes[:, 0])[:, None, None]
     return {
         "faces": faces,
         "boxes": boxes,
-        "landmarks": ((frame_landmarks - origin) * scale).astype(np.float32),
+        "landmarks": crop_landmarks(frame_landmarks, boxes, size),
         "face_found": found,
         "mel": _clip_mel(clip, n, params.fps),
         "flow": flow,

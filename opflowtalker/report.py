@@ -48,7 +48,7 @@ __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "tab
            "expert_calibration"]
 
 # The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
-PIPELINE_ORDER = ("corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
+PIPELINE_ORDER = ("corpus", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
                   "train-sync-judge", "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables", "notebook",
                   "book")
 

@@ -69,3 +69,9 @@ def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path
     times = json.loads((tmp_path / "metrics" / "stage_times.json").read_text())
     assert times["train-syncnet"]["seconds"] == 600.0
     assert "notebook" not in cli.TIMED and "book" not in cli.TIMED
+
+
+def test_every_timed_stage_has_its_place_in_the_pipeline_order_of_the_chart():
+    from opflowtalker.report import PIPELINE_ORDER
+
+    assert cli.TIMED <= set(PIPELINE_ORDER)

@@ -66,7 +66,9 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
         assert (project / "models" / "generators" / f"{name}.safetensors").is_file()
         assert (project / "runs" / name / "live").is_dir()  # dvclive's logs
     times = json.loads((project / "metrics" / "stage_times.json").read_text())
-    assert {"corpus", "train-syncnet", "train-sync-judge", "train-lipreader", "train-generator full",
+    reader = json.loads((project / "models" / "lipreader.json").read_text())
+    assert reader["train_clips"]["extra"] > 0  # the lip-reading corpus joined the training clips
+    assert {"corpus", "lipreading-corpus", "train-syncnet", "train-sync-judge", "train-lipreader", "train-generator full",
             "evaluate full", "evaluate-reference"} <= set(times)
     assert (project / "book" / "_build" / "html" / "chapters" / "study.html").is_file()
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)

@@ -17,6 +17,7 @@ trained reader scores, on the real videos and on the controls, is in the study c
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -252,18 +253,31 @@ def chance_level(train_transcripts: list[str], test_transcripts: list[str], seed
             "random_wer": float(np.mean(random_wer)), "random_cer": float(np.mean(random_cer))}
 
 
+def with_extra_clips(train: LipReadingClips, extra: str | Path, config: LipReaderConfig) -> LipReadingClips:
+    """The training clips joined by those of a lip-reading corpus made with ``config``'s crops."""
+    from ..corpus.lipreading import read_lipreading_corpus
+
+    mouth = {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
+             "crop_sigma": config.crop_sigma}
+    keys, crops, transcripts = read_lipreading_corpus(extra, mouth)
+    return LipReadingClips(train.keys + keys, train.crops + crops, train.transcripts + transcripts)
+
+
 def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Path,
                     params: LipReaderTrainParams | None = None, run_dir: str | Path | None = None,
-                    kind: str = "corpus") -> dict:
-    """Train a lip reader on the ``train`` split, write it to ``out`` (safetensors) and its log
-    and scores to ``out`` with suffix ``.json``; return the log with ``val``, ``test`` and
-    ``chance`` scores added."""
+                    kind: str = "corpus", extra: str | Path | None = None) -> dict:
+    """Train a lip reader on the ``train`` split (joined by the clips of the lip-reading corpus
+    ``extra``, when given), write it to ``out`` (safetensors) and its log and scores to ``out``
+    with suffix ``.json``; return the log with ``val``, ``test`` and ``chance`` scores added."""
     params = params or LipReaderTrainParams()
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}_run")
     config = params.model_config()
     clock = time.perf_counter()
     train = load_lipreading_clips(prepared, corpus_root, "train", config, kind)
+    corpus_clips = len(train)
+    if extra is not None:
+        train = with_extra_clips(train, extra, config)
     if config.tokens == "words":
         # The corpus's words are GRID's; another dataset brings its own training vocabulary.
         words = sorted({w for t in train.transcripts for w in t.split()})
@@ -283,15 +297,23 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
               lambda rng, n: sample_lipreader_batch(train, rng, n, config, **augment),
               out, run_dir, params.loop_params(),
               evaluate=lambda m: {k: v for k, v in evaluate_lipreader(m, val).items() if k != "n"},
-              metadata={"model": "LipReader", "config": asdict(config), "train_params": run_identity(params)})
+              metadata={"model": "LipReader", "config": asdict(config), "train_params": run_identity(params),
+                        "train_clips": _clips_digest(train)})
     if distributed().rank != 0:
         return log  # rank 0 scores and reports
     model = load_lipreader(out)
-    log.update({"load_seconds": load_seconds, "val": evaluate_lipreader(model, val),
+    log.update({"load_seconds": load_seconds, "train_clips": {"corpus": corpus_clips, "extra": len(train) - corpus_clips},
+                "val": evaluate_lipreader(model, val),
                 "test": evaluate_lipreader(model, test), "chance": chance_level(train.transcripts, test.transcripts),
                 "examples": _examples(model, test)})
     write_json_atomic(out.with_suffix(".json"), log)
     return log
+
+
+def _clips_digest(clips: LipReadingClips) -> str:
+    # A run resumes only on the clips it started with (a rebuilt lip-reading corpus restarts it).
+    text = "\n".join(f"{k}\t{t}\t{len(c)}" for k, t, c in zip(clips.keys, clips.transcripts, clips.crops))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _fits(text: str, grammar: tuple[tuple[str, ...], ...]) -> bool:
