@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-data/external/MANIFEST.json: $(VENV)/.installed
+data/external/MANIFEST.json: $(VENV)/.installed opflowtalker/assets.py
 	$(BIN)/opflowtalker assets --root data/external
 
 setup: $(VENV)/.installed data/external/MANIFEST.json

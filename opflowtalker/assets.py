@@ -7,7 +7,10 @@ and unpacks the files we use:
 
 * speech: the short human recordings of ``alsa-utils`` ("Front Center", ...), 48 kHz mono;
 * faces: closed-mouth portraits from ``opencv-doc``'s tutorial photos and matplotlib's
-  ``grace_hopper.jpg``, each cropped to the single photo of one person.
+  ``grace_hopper.jpg``, each cropped to the single photo of one person: the corpus's identities;
+* lipreading_faces: further portraits that the talking-face corpus does not use (parted lips, a
+  smile, a painting, a caption or a frame drawn in): more faces for the lip reader to learn from,
+  so that it reads the held-out face rather than the three it was trained on.
 
 The pipeline reads them from disk; nothing is downloaded while it runs.
 """
@@ -22,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PORTRAITS", "SPEECH_PACKAGE", "AssetError", "fetch_assets", "speech_path", "portrait_path"]
+__all__ = ["PORTRAITS", "LIPREADING_PORTRAITS", "SPEECH_PACKAGE", "AssetError", "fetch_assets", "speech_path", "portrait_path"]
 
 DEFAULT_ROOT = Path("data/external")
 SPEECH_PACKAGE = "alsa-utils"
@@ -48,6 +51,16 @@ PORTRAITS = (
     Portrait("woman", "opencv-doc", "usr/share/doc/opencv-doc/opencv4/html/12.jpg", (0, 0, 515, 440)),
     Portrait("glasses", "opencv-doc", "usr/share/doc/opencv-doc/opencv4/html/example.jpg", (0, 0, 385, 580)),
 )
+
+_HTML = "usr/share/doc/opencv-doc/opencv4/html"
+LIPREADING_PORTRAITS = (
+    Portrait("keira", "opencv-doc", f"{_HTML}/05.jpg", (0, 0, 540, 512)),
+    Portrait("swapped", "opencv-doc", f"{_HTML}/face_swapped.jpg", None),
+    Portrait("monalisa", "opencv-doc", f"{_HTML}/julia_facedetect_sample.jpg", None),
+    Portrait("smiler", "opencv-doc", f"{_HTML}/227943776_1.jpg", None),
+    Portrait("astronaut", "scikit-image", "data/astronaut.png", None),
+)
+PACKAGED = {"matplotlib", "scikit-image"}  # Python packages of the environment; the rest are Debian's
 
 
 def _apt_download(packages: list[str], workdir: Path) -> dict[str, Path]:
@@ -78,12 +91,16 @@ def _manifest_ok(root: Path) -> bool:
     if not manifest.is_file():
         return False
     entries = json.loads(manifest.read_text())["files"]
-    return all((root / rel).is_file() and _sha256(root / rel) == digest for rel, digest in entries.items())
+    expected = {f"faces/{p.identity}.png" for p in PORTRAITS} | {f"lipreading_faces/{p.identity}.png"
+                                                                  for p in LIPREADING_PORTRAITS}
+    return expected <= set(entries) and all((root / rel).is_file() and _sha256(root / rel) == digest for rel, digest in entries.items())
 
 
 def fetch_assets(root: str | Path = DEFAULT_ROOT, force: bool = False) -> Path:
-    """Make ``root/speech/*.wav`` and ``root/faces/<identity>.png``; a no-op when already complete."""
+    """Make ``root/speech/*.wav``, ``root/faces/<identity>.png`` and ``root/lipreading_faces/<identity>.png``;
+    a no-op when already complete."""
     import matplotlib
+    import skimage
     from PIL import Image
 
     root = Path(root)
@@ -92,24 +109,26 @@ def fetch_assets(root: str | Path = DEFAULT_ROOT, force: bool = False) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assets-", dir=root.parent))
     try:
-        debs = _apt_download(sorted({SPEECH_PACKAGE} | {p.package for p in PORTRAITS if p.package != "matplotlib"}),
-                             staging)
+        portraits = {"faces": PORTRAITS, "lipreading_faces": LIPREADING_PORTRAITS}
+        debs = _apt_download(sorted({SPEECH_PACKAGE} | {p.package for group in portraits.values() for p in group
+                                                        if p.package not in PACKAGED}), staging)
+        bases = {**debs, "matplotlib": Path(matplotlib.__file__).parent, "scikit-image": Path(skimage.__file__).parent}
         out = staging / "out"
         (out / "speech").mkdir(parents=True)
-        (out / "faces").mkdir()
         for wav in sorted((debs[SPEECH_PACKAGE] / SPEECH_DIR).glob("*.wav")):
             if wav.stem != "Noise":
                 shutil.copy2(wav, out / "speech" / wav.name)
-        for portrait in PORTRAITS:
-            base = Path(matplotlib.__file__).parent if portrait.package == "matplotlib" else debs[portrait.package]
-            image = Image.open(base / portrait.path).convert("RGB")
-            if portrait.crop is not None:
-                image = image.crop(portrait.crop)
-            image.save(out / "faces" / f"{portrait.identity}.png")
+        for folder, group in portraits.items():
+            (out / folder).mkdir()
+            for portrait in group:
+                image = Image.open(bases[portrait.package] / portrait.path).convert("RGB")
+                if portrait.crop is not None:
+                    image = image.crop(portrait.crop)
+                image.save(out / folder / f"{portrait.identity}.png")
         files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
         (out / "MANIFEST.json").write_text(json.dumps({"files": files}, indent=1) + "\n")
         root.mkdir(parents=True, exist_ok=True)
-        for sub in ("speech", "faces"):
+        for sub in ("speech", *portraits):
             if (root / sub).exists():
                 shutil.rmtree(root / sub)
             os.replace(out / sub, root / sub)

@@ -35,6 +35,7 @@ from .models.syncnet import sync_loss
 __all__ = [
     "OFS_ALPHA", "DISTANCES", "REDUCTIONS", "l1_loss", "sync_loss", "compose_flows", "interval_flows",
     "mouth_l1_loss", "mouth_masks", "freeze", "OFSSchedule", "ofs_terms", "ofs_loss",
+    "WRONG_MOTIONS", "busiest_window", "motion_candidates", "ofs_of_motions",
 ]
 
 OFS_ALPHA = 0.1
@@ -256,3 +257,57 @@ def ofs_loss(frames: torch.Tensor, gt_flow: torch.Tensor, gt_valid: torch.Tensor
     face, mouth_term = ofs_terms(frames, gt_flow, gt_valid, mouth, flow_net, interval=interval, distance=distance,
                                  reduction=reduction, flow_size=flow_size, flow_kwargs=flow_kwargs)
     return (1.0 - alpha) * face + alpha * mouth_term
+
+
+# --- what the OFS loss can tell apart ---------------------------------------------------------------
+
+WRONG_MOTIONS = ("one frame late", "mouth frozen", "played backwards")
+
+
+def busiest_window(flow: np.ndarray, length: int = 6) -> int:
+    """The first frame of the ``length``-frame window, one frame in from either end, whose first
+    pair moves most (mean flow magnitude of the stored (T-1, H, W, 2) flow): where the lips work."""
+    magnitude = np.linalg.norm(np.asarray(flow, dtype=np.float32), axis=-1).mean(axis=(1, 2))
+    if len(magnitude) < length + 2:
+        raise ValueError(f"a clip of {len(magnitude) + 1} frames has no {length}-frame window one frame in")
+    return 1 + int(np.argmax(magnitude[1:-length]))
+
+
+def motion_candidates(clip: Mapping[str, np.ndarray], start: int, length: int = 6, dilate: int = 3
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The real window of a prepared clip (its ``faces``, ``flow``, ``valid``, ``landmarks``) from
+    frame ``start``, and the same window with the wrong motions of :data:`WRONG_MOTIONS`: one frame
+    late, the lower half frozen at its first frame, played backwards. Returns (windows
+    (1, 3, T, H, W) in [0, 1] by name, flow (1, T-1, 2, H, W), validity, mouth masks (1, T, H, W))."""
+    faces = np.asarray(clip["faces"])
+    if start < 1 or start + length > len(faces):
+        raise ValueError(f"a window of {length} frames from {start} (and one before) does not fit {len(faces)} frames")
+    size = faces.shape[1]
+
+    def window(first: int) -> torch.Tensor:
+        return torch.from_numpy(faces[first:first + length]).permute(3, 0, 1, 2)[None].float() / 255
+
+    real = window(start)
+    frozen = real.clone()
+    frozen[:, :, :, size // 2:] = real[:, :, :1, size // 2:]
+    windows = {"real frames": real, "one frame late": window(start - 1), "mouth frozen": frozen,
+               "played backwards": real.flip(2)}
+    flow = torch.from_numpy(np.asarray(clip["flow"][start:start + length - 1], np.float32)).permute(0, 3, 1, 2)[None]
+    valid = torch.from_numpy(np.asarray(clip["valid"][start:start + length - 1]))[None]
+    mouth = torch.from_numpy(mouth_masks(clip["landmarks"][start:start + length], size, dilate=dilate))[None]
+    return windows, flow, valid, mouth
+
+
+@torch.no_grad()
+def ofs_of_motions(flow_net: nn.Module, clip: Mapping[str, np.ndarray], *, alpha: float = OFS_ALPHA,
+                   flow_size: int | None = None, flow_kwargs: Mapping[str, Any] | None = None,
+                   length: int = 6, dilate: int = 3) -> dict[str, float]:
+    """Eq. 7 on the real frames of a clip's busiest window and on its wrong motions, by name.
+
+    A flow network teaches motion only if it scores the real frames lowest; run with the settings a
+    generator trains with (``flow_size``, iterations in ``flow_kwargs``) it says whether cheaper
+    settings still tell right from wrong motion."""
+    windows, flow, valid, mouth = motion_candidates(clip, busiest_window(clip["flow"], length), length, dilate)
+    return {name: float(ofs_loss(frames, flow, valid, mouth, flow_net, alpha=alpha, flow_size=flow_size,
+                                 flow_kwargs=flow_kwargs))
+            for name, frames in windows.items()}

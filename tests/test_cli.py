@@ -72,6 +72,7 @@ def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path
 
 
 def test_every_timed_stage_has_its_place_in_the_pipeline_order_of_the_chart():
+    from opflowtalker import cli
     from opflowtalker.report import PIPELINE_ORDER
 
     assert cli.TIMED <= set(PIPELINE_ORDER)

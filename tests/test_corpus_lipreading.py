@@ -1,12 +1,14 @@
 """The lip-reading corpus: more training sentences as mouth crops, made exactly as the corpus's are."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from opflowtalker.assets import LIPREADING_PORTRAITS
 from opflowtalker.corpus.build import CorpusParams, plan_corpus, render_corpus_clip
 from opflowtalker.corpus.lipreading import (CropSettings, LipReadingCorpusError, LipReadingCorpusParams,
                                             build_lipreading_corpus, lipreading_crops, plan_lipreading,
@@ -24,6 +26,11 @@ CORPUS = CorpusParams(n_sentences=24, size=96, faces=str(ROOT / "data" / "extern
 CROP = CropSettings(face_size=96, crop_height=32, crop_width=48)
 
 
+EXTERNAL = ROOT / "data" / "external"
+EXTRA = LipReadingCorpusParams(n_sentences=200, seed=3, faces=str(EXTERNAL / "lipreading_faces"),
+                               identities={"astronaut": ["espeak-us-female"], "smiler": ["piper-joe", "espeak-rp-male"]})
+
+
 def test_plan_says_unseen_training_sentences_with_training_identities_only():
     specs = plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=200, seed=3))
     corpus_sentences = {spec.sentence for spec in plan_corpus(CORPUS)}
@@ -35,6 +42,28 @@ def test_plan_says_unseen_training_sentences_with_training_identities_only():
     assert all(spec.voice in CORPUS.identities[spec.identity] for spec in specs)
     assert plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=200, seed=3)) == specs
     assert plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=0)) == []
+
+
+def test_further_faces_join_the_training_identities_but_the_held_out_face_cannot():
+    specs = plan_lipreading(CORPUS, EXTRA)
+    assert {spec.identity for spec in specs} == set(CORPUS.identities) - {CORPUS.test_identity} | set(EXTRA.identities)
+    assert all(spec.voice in EXTRA.identities[spec.identity] for spec in specs if spec.identity in EXTRA.identities)
+    with pytest.raises(LipReadingCorpusError, match="held-out identity"):
+        plan_lipreading(CORPUS, dataclasses.replace(EXTRA, identities={CORPUS.test_identity: ["espeak-gb-female"]}))
+    with pytest.raises(LipReadingCorpusError, match="at least one voice"):
+        LipReadingCorpusParams(identities={"smiler": []})
+
+
+@pytest.mark.parametrize("identity", [p.identity for p in LIPREADING_PORTRAITS])
+def test_every_further_portrait_is_a_face_whose_lips_move_when_it_speaks(identity):
+    params = dataclasses.replace(EXTRA, identities={identity: ["espeak-us-male"]})
+    spec = next(s for s in plan_lipreading(CORPUS, params) if s.identity == identity)
+    crops = lipreading_crops(spec, CORPUS, CROP, params)
+    # The lips move (and so the crop frames them): the frames differ most where the mouth is.
+    motion = crops.astype(np.float32).std(axis=0)
+    assert motion.max() > 20, motion.max()
+    h, w = motion.shape
+    assert motion[h // 4: 3 * h // 4, w // 4: 3 * w // 4].mean() > motion.mean()
 
 
 def test_crops_are_those_the_corpus_and_preprocessing_give_the_same_clip(tmp_path):

@@ -9,8 +9,8 @@ from torch.nn import functional as F
 from opflowtalker.flow.classical import ClassicalFlow, dis_flow, farneback_flow, forward_backward_valid
 from opflowtalker.flow.epe import end_point_error, multiscale_epe_loss, sequence_loss
 from opflowtalker.flow.flownet import REFERENCE_PARAMETERS, FlowNet2S, load_flownet_checkpoint
-from opflowtalker.losses import (OFSSchedule, compose_flows, freeze, interval_flows, l1_loss, mouth_masks,
-                                 ofs_loss, ofs_terms)
+from opflowtalker.losses import (WRONG_MOTIONS, OFSSchedule, busiest_window, compose_flows, freeze, interval_flows,
+                                 l1_loss, motion_candidates, mouth_masks, ofs_loss, ofs_of_motions, ofs_terms)
 from opflowtalker.models.checkpoints import CheckpointError
 
 SHIFT = (1.3, 0.7)
@@ -496,3 +496,59 @@ def test_l1_loss():
     assert l1_loss(a + 0.25, a).item() == pytest.approx(0.25)
     with pytest.raises(ValueError):
         l1_loss(a, a[:, :, :4])
+
+
+# --- what the OFS loss can tell apart --------------------------------------------------------------
+
+def moving_clip(n: int = 12, size: int = 96, speed: tuple[float, float] = (0.0, 1.5)) -> dict[str, np.ndarray]:
+    """A prepared-clip-like dict whose lower half is a texture moving down by ``speed`` px a frame
+    from frame 3 on (still before), with its exact flow, all valid, and a mouth at the centre below."""
+    faces, flow = [], np.zeros((n - 1, size, size, 2), np.float32)
+    upper = sinusoid_texture(size, seed=1)
+    for t in range(n):
+        moved = max(t - 3, 0)
+        lower = sinusoid_texture(size, shift=(speed[0] * moved, speed[1] * moved), seed=2)
+        image = np.where(np.arange(size)[:, None] >= size // 2, lower, upper)
+        faces.append(np.repeat(np.clip(128 + 25 * image, 0, 255).astype(np.uint8)[..., None], 3, axis=-1))
+        if t >= 3 and t < n - 1:
+            flow[t, size // 2 + 4:, :, 0], flow[t, size // 2 + 4:, :, 1] = speed
+    angles = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    landmarks = np.full((68, 2), size / 2, np.float64)
+    landmarks[48:68] = np.stack([size / 2 + 14 * np.cos(angles), 0.75 * size + 6 * np.sin(angles)], axis=1)
+    return {"faces": np.stack(faces), "flow": flow.astype(np.float16), "valid": np.ones((n - 1, size, size), bool),
+            "landmarks": np.repeat(landmarks[None].astype(np.float32), n, axis=0)}
+
+
+def test_the_busiest_window_starts_where_the_motion_does():
+    clip = moving_clip()
+    assert busiest_window(clip["flow"]) == 3
+    with pytest.raises(ValueError, match="no 6-frame window"):
+        busiest_window(clip["flow"][:6])
+
+
+def test_motion_candidates_are_the_real_window_late_frozen_and_backwards():
+    clip = moving_clip()
+    windows, flow, valid, mouth = motion_candidates(clip, 3)
+    assert list(windows) == ["real frames", *WRONG_MOTIONS]
+    real = windows["real frames"]
+    assert real.shape == (1, 3, 6, 96, 96) and flow.shape == (1, 5, 2, 96, 96) and mouth.shape == (1, 6, 96, 96)
+    assert torch.equal(windows["one frame late"][:, :, 1:], real[:, :, :-1])
+    frozen = windows["mouth frozen"]
+    assert torch.equal(frozen[:, :, :, :48], real[:, :, :, :48])
+    assert torch.equal(frozen[:, :, :, 48:], real[:, :, :1, 48:].expand_as(frozen[:, :, :, 48:]))
+    assert torch.equal(windows["played backwards"], real.flip(2))
+    assert mouth[0, 0, 72, 48] and not mouth[0, 0, 10, 10]
+
+
+def test_a_flow_estimator_scores_the_real_motion_lowest_and_the_zero_flow_cannot_tell():
+    clip = moving_clip()
+    losses = ofs_of_motions(ClassicalFlow().eval(), clip)
+    assert set(losses) == {"real frames", *WRONG_MOTIONS}
+    assert all(losses[m] > 2 * losses["real frames"] for m in WRONG_MOTIONS), losses
+
+    class Zero(nn.Module):
+        def forward(self, a, b):
+            return torch.zeros(a.shape[0], 2, *a.shape[-2:])
+
+    zero = ofs_of_motions(Zero().eval(), clip)
+    assert len({round(v, 6) for v in zero.values()}) == 1

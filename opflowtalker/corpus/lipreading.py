@@ -1,15 +1,16 @@
 """A lip-reading corpus: many more training sentences, as mouth crops only, for the lip reader.
 
 The lip reader must tell 25 letters and 10 digits apart on a face it never saw; the talking-face
-corpus gives it about 250 training sentences (ten examples of a letter), which it learns by heart.
-This corpus says many more sentences with the training identities and their voices, rendered by
-the same renderer, encoded and decoded as H.264 like every corpus video, cropped to faces as
+corpus gives it about 250 training sentences (ten examples of a letter) on three faces, which it
+learns by heart. This corpus says many more sentences with the training identities and with further
+faces that the talking-face corpus does not use (``data/external/lipreading_faces``: portraits with
+parted lips, a smile, a painting), each with voices of its own, rendered by the same renderer, encoded and decoded as H.264 like every corpus video, cropped to faces as
 :func:`~opflowtalker.preprocess.preprocess_clip` crops them and reduced to the lip reader's mouth
 crops. It keeps no flow, no audio and no face crops: only what lip reading needs, a few kB a clip.
 
 Its sentences are training sentences by the corpus's own rule (:func:`~.sentences.split_of`) and
 none of them is a sentence of the talking-face corpus, so the validation and test sentences stay
-unseen, and the held-out identity never appears. One file holds it all (``lipreading.npz``):
+unseen, and the held-out identity never appears (it is refused as a lip-reading identity). One file holds it all (``lipreading.npz``):
 
     crops        (N_frames, h, w) uint8, every clip's crops one after another
     lengths      (N_clips,) frames per clip
@@ -25,7 +26,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +52,17 @@ class LipReadingCorpusParams:
     n_sentences: int = 0
     """Sentences drawn before keeping training ones only; 0 builds an empty corpus."""
     seed: int = 1
+    faces: str = "data/external/lipreading_faces"
+    identities: dict[str, list[str]] = field(default_factory=dict)
+    """Faces beyond the corpus's training identities (portraits in ``faces``) -> the voices they may speak with."""
     workers: int = 2
 
     def __post_init__(self) -> None:
         if self.n_sentences < 0 or self.workers < 1:
             raise LipReadingCorpusError(f"need n_sentences >= 0 and workers >= 1, not {self.n_sentences} "
                                         f"and {self.workers}")
+        if any(not voices for voices in self.identities.values()):
+            raise LipReadingCorpusError("every lip-reading identity needs at least one voice")
 
 
 @dataclass(frozen=True)
@@ -78,10 +84,13 @@ class CropSettings:
 
 def plan_lipreading(corpus: CorpusParams, params: LipReadingCorpusParams) -> list[ClipSpec]:
     """The clips to render: training sentences not in the corpus, on the training identities."""
+    if params.n_sentences == 0:
+        return []
     taken = {spec.sentence for spec in plan_corpus(corpus)}
-    train_ids = [i for i in corpus.identities if i != corpus.test_identity]
-    if params.n_sentences and not train_ids:
-        raise LipReadingCorpusError("the corpus has no training identity to say the lip-reading sentences")
+    voices_of = {**{i: v for i, v in corpus.identities.items() if i != corpus.test_identity}, **params.identities}
+    if corpus.test_identity in params.identities:
+        raise LipReadingCorpusError(f"the held-out identity {corpus.test_identity!r} cannot train the lip reader")
+    train_ids = list(voices_of)
     rng = np.random.default_rng(params.seed)
     specs, seen = [], set()
     for k, sentence in enumerate(sample_sentences(params.n_sentences, seed=params.seed)):
@@ -89,7 +98,7 @@ def plan_lipreading(corpus: CorpusParams, params: LipReadingCorpusParams) -> lis
             continue
         seen.add(sentence.text)
         identity = train_ids[rng.integers(len(train_ids))]
-        voices = corpus.identities[identity]
+        voices = voices_of[identity]
         voice = voices[rng.integers(len(voices))]
         specs.append(ClipSpec(identity, f"lr{k:05d}", "train", sentence.text, voice, int(rng.integers(2**31))))
     return specs
@@ -98,16 +107,18 @@ def plan_lipreading(corpus: CorpusParams, params: LipReadingCorpusParams) -> lis
 _RIGS: dict[tuple[str, int], object] = {}
 
 
-def _rig(corpus: CorpusParams, identity: str):
+def _rig(corpus: CorpusParams, params: LipReadingCorpusParams, identity: str):
     # Fitting a rig to a photo (face detection included) costs more than rendering a clip.
     key = (identity, corpus.size)
     if key not in _RIGS:
-        portrait = load_portrait(str(portrait_file(corpus.faces, identity)), pick="largest")
+        faces = params.faces if identity in params.identities else corpus.faces
+        portrait = load_portrait(str(portrait_file(faces, identity)), pick="largest")
         _RIGS[key] = build_rig(portrait, RenderConfig(size=corpus.size, fps=corpus.fps))
     return _RIGS[key]
 
 
-def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings) -> np.ndarray:
+def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
+                     params: LipReadingCorpusParams = LipReadingCorpusParams()) -> np.ndarray:
     """One clip's mouth crops (T, h, w) uint8: rendered, through H.264, face-cropped, mouth-cropped."""
     from ..models.lipreader import mouth_crops
     from ..preprocess import PreprocessParams, crop_frame, crop_landmarks, face_boxes
@@ -115,7 +126,7 @@ def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings) -
     wav, phones = synthesize(Sentence.from_text(spec.sentence).spoken, get_voice(spec.voice), seed=spec.seed)
     n_frames = max(2, int(round(len(wav) / SAMPLE_RATE * corpus.fps)))
     tracks = viseme_tracks([tuple(p) for p in phones], n_frames, fps=corpus.fps)
-    clip = render(_rig(corpus, spec.identity), tracks, seed=spec.seed)
+    clip = render(_rig(corpus, params, spec.identity), tracks, seed=spec.seed)
     with tempfile.TemporaryDirectory(prefix=".lipreading-") as tmp:
         path = write_video(Path(tmp) / "clip.mp4", clip.frames, corpus.fps)
         frames = np.stack(list(iter_frames(path)))
@@ -130,7 +141,7 @@ def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings) -
     return np.round(crops * 255).astype(np.uint8)
 
 
-def _crops_of(job: tuple[ClipSpec, CorpusParams, CropSettings]) -> np.ndarray:
+def _crops_of(job: tuple[ClipSpec, CorpusParams, CropSettings, LipReadingCorpusParams]) -> np.ndarray:
     return lipreading_crops(*job)
 
 
@@ -145,7 +156,9 @@ def build_lipreading_corpus(out: str | Path, corpus: CorpusParams, params: LipRe
     """Render the lip-reading corpus into ``out`` (one npz, written atomically); returns a summary."""
     start = time.perf_counter()
     specs = plan_lipreading(corpus, params)
-    jobs = [(spec, corpus, crop) for spec in specs]
+    for identity in params.identities:
+        portrait_file(params.faces, identity)  # a missing portrait is refused before any work
+    jobs = [(spec, corpus, crop, params) for spec in specs]
     if params.workers > 1 and len(jobs) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(params.workers, len(jobs)), mp_context=context,
