@@ -80,7 +80,7 @@ def main() -> None:
                 terms = loss_fn(model, batch, step=10**6)  # every term on, as late in training
             terms["loss"].backward()
             optimizer.step()
-            last["loss"] = float(terms["loss"])
+            last["loss"] = float(terms["loss"].detach())
         return step, last
 
     steps = {name: stepper(o) for name, o in settings.items()}
@@ -109,14 +109,16 @@ def main() -> None:
     for name, value in ms.items():
         overrides = settings.get(name, {})
         params = dataclasses.replace(today, **overrides)
-        share = (value - ms["no OFS term"]) / value if params.uses_ofs else 0.0
+        # The OFS share is against the fp32 step without it; for bf16 it would mix two precisions.
+        share = (value - ms["no OFS term"]) / value if params.uses_ofs and name in settings else None
         if params.uses_ofs:
             kwargs = {"iters": params.flow_iters} if recurrent else {}
             losses = ofs_of_motions(flow_net, clip, flow_size=params.flow_size or None, flow_kwargs=kwargs)
             ratios = "  ".join(f"{losses[m] / losses['real frames']:>15.2f}x" for m in WRONG_MOTIONS)
         else:
             ratios = "  ".join(f"{'-':>16}" for _ in WRONG_MOTIONS)
-        print(f"{name:<28} {value:>8.0f} {ms['today'] / value:>8.2f}x {100 * share:>8.0f}% "
+        shown = f"{100 * share:>8.0f}%" if share is not None else f"{'-':>9}"
+        print(f"{name:<28} {value:>8.0f} {ms['today'] / value:>8.2f}x {shown} "
               f"{first_loss[name]:>10.4f}  {ratios}")
     print(f"today the OFS term takes {100 * ofs_share:.0f}% of a step")
 
