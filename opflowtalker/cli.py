@@ -121,20 +121,15 @@ def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     corpus = from_mapping(CorpusParams, params.get("corpus"), "params.yaml: corpus")
     lipreading = from_mapping(LipReadingCorpusParams, params.get("lipreading_corpus"), "params.yaml: lipreading_corpus")
-    prep = dict(params.get("preprocess") or {})
-    prep.pop("workers", None), prep.pop("splits", None)
+    # The crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.
+    prep = {k: v for k, v in (params.get("preprocess") or {}).items() if k not in ("workers", "splits")}
     prep = from_mapping(PreprocessParams, prep, "params.yaml: preprocess")
-    mouth = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
+    reader = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
+    reader = reader.model_config()
     crop = CropSettings(face_size=int(prep.size), pads=prep.pads, smooth=int(prep.smooth),
-                        **lipreading_mouth(mouth))
+                        crop_height=reader.crop_height, crop_width=reader.crop_width, crop_scale=reader.crop_scale,
+                        crop_sigma=reader.crop_sigma)
     print(json.dumps(build_lipreading_corpus(args.out, corpus, lipreading, crop)))
-
-
-def lipreading_mouth(train) -> dict:
-    """The mouth-crop settings of the lip reader that ``train`` (LipReaderTrainParams) trains."""
-    config = train.model_config()
-    return {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
-            "crop_sigma": config.crop_sigma}
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> None:
