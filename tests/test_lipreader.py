@@ -96,6 +96,21 @@ def test_a_motion_reader_sees_only_what_moves():
     assert torch.allclose(batched[0, :5], model(crops[:, :5])[0], atol=1e-5)
 
 
+def test_a_reading_averages_a_clip_with_its_mirror_image_so_both_read_alike():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config()).eval()
+    crops = torch.rand(2, 8, 1, 16, 24)
+    lengths = torch.tensor([8, 6])
+    read, mirrored = model.read(crops, lengths), model.read(crops.flip(-1), lengths)
+    assert torch.allclose(read, mirrored, atol=1e-5)
+    # Probabilities still sum to one per frame, and the reading is not the plain forward pass
+    # (the network itself is not symmetric).
+    assert torch.allclose(read.exp().sum(-1), torch.ones(2, 8), atol=1e-5)
+    assert not torch.allclose(read, model(crops, lengths), atol=1e-3)
+    expected = torch.log((model(crops, lengths).exp() + model(crops.flip(-1), lengths).exp()) / 2)
+    assert torch.allclose(read, expected, atol=1e-5)
+
+
 def test_bad_inputs_and_configs_are_one_sentence_errors():
     with pytest.raises(LipReaderError):
         LipReaderConfig(tokens="phonemes")
@@ -207,6 +222,8 @@ class ScriptedReader(nn.Module):
         super().__init__()
         self.config = tiny_config()
         self.weight = nn.Parameter(torch.zeros(()))
+
+    read = LipReader.read
 
     def forward(self, crops, lengths=None):
         said = [1, 1, 0, 3] + [0] * (crops.shape[1] - 4)  # BIN, blank, RED, then blanks

@@ -356,11 +356,56 @@ def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path, bad):
     assert not out.exists()
 
 
+def test_the_rate_holds_until_the_decay_then_falls_along_a_half_cosine_to_nearly_zero():
+    params = LoopParams(steps=10, batch_size=1, lr=1e-2, decay_steps=4)
+    rates = [params.rate(step) for step in range(10)]
+    assert params.decay_from == 6 and rates[:6] == [1e-2] * 6
+    assert all(a > b for a, b in zip(rates[5:], rates[6:])) and 0 < rates[-1] < 1e-3
+    assert LoopParams(steps=10, batch_size=1, lr=1e-2).decay_from is None
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_safetensors(out)[0]
+
+
+def test_a_constant_rate_run_grows_into_a_decaying_one_as_if_it_had_been_trained_so_from_the_start(tmp_path):
+    common = {"batch_size": 4, "lr": 1e-2, "checkpoint_every": 2, "log_every": 2, "threads": 1}
+    out, run_dir = tmp_path / "m.safetensors", tmp_path / "run"
+    fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=6, **common))
+    grown = fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=10, decay_steps=4, **common))
+    fresh_out = tmp_path / "fresh.safetensors"
+    fresh = fit("m", _linear(), _mse, _regression, fresh_out, tmp_path / "fresh",
+                LoopParams(steps=10, decay_steps=4, **common))
+    assert grown["resumed_from"] == 6 and fresh["resumed_from"] == 0
+    _assert_same_tensors(_final_weights(out), _final_weights(fresh_out))
+    # A constant run of the same length ends elsewhere: the decay is what made them agree.
+    constant_out = tmp_path / "constant.safetensors"
+    fit("m", _linear(), _mse, _regression, constant_out, tmp_path / "constant", LoopParams(steps=10, **common))
+    assert not torch.equal(_final_weights(constant_out)["weight"], _final_weights(out)["weight"])
+
+
+def test_a_checkpoint_written_inside_a_decay_resumes_only_under_the_same_schedule(tmp_path):
+    common = {"batch_size": 4, "lr": 1e-2, "checkpoint_every": 2, "log_every": 2, "threads": 1}
+    out, run_dir = tmp_path / "m.safetensors", tmp_path / "run"
+    fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=8, decay_steps=4, **common))
+    # Steps 4-7 ran at falling rates: a run that decays over its last 2 of 10 steps cannot use them ...
+    other = fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=10, decay_steps=2, **common))
+    assert other["resumed_from"] == 0
+    # ... nor can a constant run, while the same schedule picks up its own finished run.
+    fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=8, decay_steps=4, **common))
+    assert fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=8, **common))["resumed_from"] == 0
+    fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=8, decay_steps=4, **common))
+    same = fit("m", _linear(), _mse, _regression, out, run_dir, LoopParams(steps=8, decay_steps=4, **common))
+    assert same["resumed_from"] == 8
+
+
 def test_loop_params_refuse_impossible_settings():
     with pytest.raises(ValueError, match="batch_size"):
         LoopParams(steps=1, batch_size=0)
     with pytest.raises(ValueError, match="precision"):
         LoopParams(steps=1, batch_size=1, precision="fp8")
+    with pytest.raises(ValueError, match="decay_steps"):
+        LoopParams(steps=4, batch_size=1, decay_steps=5)
 
 
 # --- the training windows --------------------------------------------------------------------------

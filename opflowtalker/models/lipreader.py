@@ -11,7 +11,8 @@ weights can be had offline, so this is our own visual-only reader in the manner 
   the span of a viseme with its coarticulation) that sees motion, not single frames;
 * a small per-frame 2D CNN that reduces each frame to one feature vector;
 * a bidirectional GRU over the frames (the words around a frame disambiguate it);
-* a linear layer to the tokens plus the CTC blank, as per-frame log-probabilities.
+* a linear layer to the tokens plus the CTC blank, as per-frame log-probabilities;
+* reading (:meth:`LipReader.read`) averages the clip with its mirror image.
 
 Tokens are a configuration choice. ``"characters"`` (A-Z, space, apostrophe) reads any English
 and is what LRS2 needs. ``"words"`` reads a closed vocabulary stored in the config (and so in the
@@ -184,6 +185,17 @@ class LipReader(nn.Module):
         logits = self.classifier(self.dropout(x))
         # CTC is computed in float32 whatever precision the rest runs in.
         return F.log_softmax(logits.float(), dim=-1)
+
+    def read(self, crops: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """What the reader decodes: the mean of the frame probabilities it gives a clip and the
+        clip's mirror image, as log-probabilities (B, T, V).
+
+        Training mirrors half the clips (a mouth is nearly symmetric, and its mirror image is
+        another plausible speaker), so both images are readings of the same speech; averaging them
+        cancels what one side of one face adds. A reading is then the same for a clip and for its
+        mirror image."""
+        both = torch.stack([self(crops, lengths), self(crops.flip(-1), lengths)])
+        return torch.logsumexp(both, dim=0) - float(np.log(2.0))
 
 
 def _clip_mean_frame(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -368,7 +380,7 @@ def read_lips(model: LipReader, faces: np.ndarray, landmarks: np.ndarray) -> str
     was_training = model.training
     model.eval()
     try:
-        log_probs = model(torch.from_numpy(crops)[None, :, None].to(device))
+        log_probs = model.read(torch.from_numpy(crops)[None, :, None].to(device))
     finally:
         model.train(was_training)
     return decode(log_probs, config=config)[0]

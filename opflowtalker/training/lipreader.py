@@ -68,6 +68,7 @@ class LipReaderTrainParams:
     stretch: float = 0.0          # scale a clip's height apart from its width by up to +-stretch (lip shape)
     rotate: float = 0.0           # turn a clip by up to +-rotate degrees (head tilt)
     clip: float = 5.0             # gradient-norm clipping (CTC's early gradients are spiky)
+    decay_steps: int = 0          # the last steps, over which the rate falls along a half cosine (0: constant)
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 100
@@ -203,8 +204,8 @@ def lipreader_loss(model: nn.Module, batch: dict[str, torch.Tensor], step: int =
 
 @torch.no_grad()
 def evaluate_lipreader(model: LipReader, clips: LipReadingClips, batch_size: int = 32) -> dict[str, float]:
-    """Greedy-decoding WER and CER over ``clips`` (errors summed over the split, as jiwer does),
-    the share of sentences read exactly, and the number of clips."""
+    """WER and CER of the reader's readings (:meth:`LipReader.read`) of ``clips`` (errors summed
+    over the split, as jiwer does), the share of sentences read exactly, and the number of clips."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -213,7 +214,7 @@ def evaluate_lipreader(model: LipReader, clips: LipReadingClips, batch_size: int
         for start in range(0, len(clips), batch_size):
             chunk = clips.crops[start: start + batch_size]
             batch = _collate(list(chunk), [[1]] * len(chunk))
-            log_probs = model(batch["crops"].to(device), batch["lengths"])
+            log_probs = model.read(batch["crops"].to(device), batch["lengths"])
             hypotheses += decode(log_probs, batch["lengths"], model.config)
     finally:
         model.train(was_training)
@@ -326,5 +327,5 @@ def _examples(model: LipReader, clips: LipReadingClips, n: int = 5) -> list[dict
     head = LipReadingClips(clips.keys[:n], clips.crops[:n], clips.transcripts[:n])
     with torch.no_grad():
         batch = _collate(head.crops, [[1]] * len(head))
-        read = decode(model(batch["crops"], batch["lengths"]), batch["lengths"], model.config)
+        read = decode(model.read(batch["crops"], batch["lengths"]), batch["lengths"], model.config)
     return [{"key": k, "said": s, "read": r} for k, s, r in zip(head.keys, head.transcripts, read)]

@@ -14,6 +14,11 @@
   ``batch_size / N`` samples and the gradients are averaged, so N ranks train on the same global batch
   size as one. Only rank 0 writes files.
 * **Mixed precision** on GPUs: bf16 autocast where the GPU has it, else fp16 with a gradient scaler.
+* **A learning rate that settles.** With ``decay_steps`` > 0 the rate is ``lr`` until the last
+  ``decay_steps`` steps and then falls along a half cosine to nearly zero at the end (Adam at a
+  constant rate keeps jittering around a minimum). The steps before the decay are those of a
+  constant-rate run, so a run trained at a constant rate resumes into a longer one that decays at
+  its end; a checkpoint written inside one decay resumes only under the same schedule.
 * **Logs.** The loss terms every ``log_every`` steps go to the returned log (written next to the
   checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``.
 
@@ -28,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -60,12 +66,29 @@ class LoopParams:
     threads: int = 2  # CPU threads per process
     precision: str = "auto"  # "auto": bf16/fp16 autocast on CUDA, fp32 on the CPU
     clip: float = 0.0  # gradient-norm clipping; 0 is off
+    decay_steps: int = 0  # the last steps, over which the rate falls along a half cosine; 0: constant
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("need steps >= 0, batch_size >= 1, checkpoint_every >= 1 and log_every >= 1")
+        if not 0 <= self.decay_steps <= self.steps:
+            raise ValueError(f"need 0 <= decay_steps <= steps, got decay_steps {self.decay_steps} for {self.steps} steps")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def decay_from(self) -> int | None:
+        """The step at which the rate starts to fall (None: it never does)."""
+        return self.steps - self.decay_steps if self.decay_steps else None
+
+    def rate(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based)."""
+        start = self.decay_from
+        if start is None or step < start:
+            return self.lr
+        # Step i of the decay runs at lr * (1 + cos(pi * (i + 1) / (n + 1))) / 2: below lr from its
+        # first step, above zero at its last.
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * (step - start + 1) / (self.decay_steps + 1)))
 
     @classmethod
     def of(cls, train_params) -> "LoopParams":
@@ -134,6 +157,9 @@ def _autocast(precision: str, device: torch.device) -> tuple[Any, torch.dtype | 
 
 
 CADENCE = ("steps", "checkpoint_every", "log_every", "eval_every", "threads")
+# The schedule's length is checked apart from the fingerprint (see ``_schedule_allows``): a
+# constant-rate run may grow into one that decays at its end.
+SCHEDULE = ("decay_steps",)
 
 
 def run_identity(params: Any) -> dict:
@@ -146,12 +172,25 @@ def _fingerprint(name: str, params: LoopParams, metadata: dict) -> str:
     # What must match for a resume to continue the same run. `steps` may grow (train longer) and
     # the logging cadence may change without invalidating the run; the same keys are dropped from
     # the model's own training parameters in ``metadata``.
-    keyed = {k: v for k, v in asdict(params).items() if k not in CADENCE}
+    dropped = CADENCE + SCHEDULE
+    keyed = {k: v for k, v in asdict(params).items() if k not in dropped}
     if isinstance(metadata.get("train_params"), dict):
         metadata = {**metadata, "train_params": {k: v for k, v in metadata["train_params"].items()
-                                                 if k not in CADENCE}}
+                                                 if k not in dropped}}
     text = json.dumps({"name": name, "params": keyed, "metadata": metadata}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _schedule_allows(step: int, written_under: int | None, params: LoopParams) -> bool:
+    """Whether a checkpoint of ``step`` steps, written by a run whose rate fell from step
+    ``written_under`` (None: never), continues a run of ``params``: every step it took ran at the
+    rate ``params`` gives that step."""
+    def constant_until(start: int | None) -> float:
+        return math.inf if start is None else start
+
+    if step <= min(constant_until(written_under), constant_until(params.decay_from)):
+        return True  # every step so far ran at the constant rate under both schedules
+    return written_under == params.decay_from  # the same decay, begun at the same step
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -172,18 +211,20 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 
 
 def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, history: dict, seconds: float,
-                 fingerprint: str, pending: dict) -> None:
+                 fingerprint: str, pending: dict, decay_from: int | None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     meta = {"step": step, "history": history, "seconds": seconds, "fingerprint": fingerprint,
-            "param_groups": groups, "scaler": scaler.state_dict() if scaler is not None else None,
+            "decay_from": decay_from, "param_groups": groups,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "pending": pending}
     save_safetensors(tensors, path, metadata=meta)
 
 
-def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str, steps: int
+def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str, params: LoopParams
                  ) -> tuple[int, dict, float, dict] | None:
+    steps = params.steps
     if not path.is_file():
         return None
     try:
@@ -196,6 +237,9 @@ def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: s
         return None
     if int(meta["step"]) > steps:
         log.warning("%s holds %d steps, more than the %d asked for; starting afresh", path, meta["step"], steps)
+        return None
+    if not _schedule_allows(int(meta["step"]), meta.get("decay_from"), params):
+        log.warning("%s was trained under another learning-rate schedule; starting afresh", path)
         return None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
@@ -254,7 +298,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     scaler = torch.amp.GradScaler(dist.device.type) if amp_dtype == torch.float16 else None
     fingerprint = _fingerprint(name, params, metadata)
     resume_path = run_dir / "resume.safetensors"
-    resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint, params.steps)
+    resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint, params)
     start, history, seconds, pending = resumed if resumed else (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
     if resumed:
         log.info("%s: resuming at step %d from %s", name, start, resume_path)
@@ -284,6 +328,8 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     for step in range(start, params.steps):
         rng = np.random.default_rng([params.seed, step, dist.rank])
         torch.manual_seed(step_seed(params.seed, step, dist.rank))
+        for group in optimizer.param_groups:
+            group["lr"] = params.rate(step)
         batch = to_device(sample_batch(rng, per_rank), dist.device)
         with autocast():
             terms = loss_fn(train_model, batch, step)
@@ -325,7 +371,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
             now = time.perf_counter()
             seconds, clock = seconds + now - clock, now
             _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint,
-                         {"sums": sums, "count": count})
+                         {"sums": sums, "count": count}, params.decay_from)
 
     if not history.get("eval") or history["eval"][-1]["step"] != params.steps:
         run_evaluation(params.steps)
@@ -336,7 +382,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
               "params": asdict(params), "history": history}
     if dist.main:
         _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
-                     {"sums": {}, "count": 0})
+                     {"sums": {}, "count": 0}, params.decay_from)
         save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
                                                                       "seed": params.seed}})
         write_json_atomic(out.with_suffix(".json"), result)
