@@ -51,6 +51,14 @@ def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES) -> N
     write_json_atomic(path, dict(sorted(times.items())))
 
 
+def _writes_into_project(args: argparse.Namespace) -> bool:
+    """Whether a stage's output lies inside the project: a trial run that writes elsewhere (another
+    budget, another weight, into a scratch folder) is not the run that made the study's output, so
+    its time must not stand in the chart for the stage's."""
+    out = getattr(args, "out", None)
+    return out is None or Path(out).resolve().is_relative_to(Path.cwd().resolve())
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .assets import AssetError
     from .audio import AudioError
@@ -494,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         args.func(args)
-        if args.command in TIMED:
+        if args.command in TIMED and _writes_into_project(args):
             # A training run resumed after a kill did most of its work before it: its log's
             # ``seconds`` add up the loop time of every run, so the stage took at least that.
             wall = time.perf_counter() - start

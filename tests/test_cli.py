@@ -71,6 +71,20 @@ def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path
     assert "notebook" not in cli.TIMED and "book" not in cli.TIMED
 
 
+def test_a_trial_run_written_outside_the_project_leaves_the_stage_times_alone(tmp_path, monkeypatch):
+    from opflowtalker import cli
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setattr(cli, "_cmd_train_syncnet", lambda args: None)
+    assert cli.main(["train-syncnet", "--out", str(tmp_path / "trial.safetensors")]) == 0
+    assert not (project / "metrics" / "stage_times.json").exists()
+    assert cli.main(["train-syncnet", "--out", "models/syncnet.safetensors"]) == 0
+    assert "train-syncnet" in json.loads((project / "metrics" / "stage_times.json").read_text())
+
+
 def test_every_timed_stage_has_its_place_in_the_pipeline_order_of_the_chart():
     from opflowtalker import cli
     from opflowtalker.report import PIPELINE_ORDER
