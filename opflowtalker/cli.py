@@ -39,24 +39,20 @@ def _stage_name(args: argparse.Namespace) -> str:
     return args.command
 
 
-def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES) -> None:
-    """Add one stage's wall time to the study's timing file (only when run from the project root,
-    where dvc.yaml is, so that a stage run elsewhere by hand leaves no stray file)."""
+def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES, out: str | Path | None = None) -> None:
+    """Add one stage's wall time to the study's timing file: only when run from the project root,
+    where dvc.yaml is, so that a stage run elsewhere by hand leaves no stray file, and only when its
+    output ``out`` (if it has one) lies inside the project: a trial run that writes elsewhere (another
+    budget, another weight) is not the run that made the study's output."""
     from .files import write_json_atomic
 
     if not Path("dvc.yaml").is_file() or os.environ.get("RANK", "0") != "0":
         return
+    if out is not None and not Path(out).resolve().is_relative_to(Path.cwd().resolve()):
+        return
     times = json.loads(path.read_text()) if path.is_file() else {}
     times[stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(path, dict(sorted(times.items())))
-
-
-def _writes_into_project(args: argparse.Namespace) -> bool:
-    """Whether a stage's output lies inside the project: a trial run that writes elsewhere (another
-    budget, another weight, into a scratch folder) is not the run that made the study's output, so
-    its time must not stand in the chart for the stage's."""
-    out = getattr(args, "out", None)
-    return out is None or Path(out).resolve().is_relative_to(Path.cwd().resolve())
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -502,11 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = time.perf_counter()
         args.func(args)
-        if args.command in TIMED and _writes_into_project(args):
+        if args.command in TIMED:
             # A training run resumed after a kill did most of its work before it: its log's
             # ``seconds`` add up the loop time of every run, so the stage took at least that.
             wall = time.perf_counter() - start
-            record_stage_time(_stage_name(args), max(wall, getattr(args, "trained_seconds", 0.0)))
+            record_stage_time(_stage_name(args), max(wall, getattr(args, "trained_seconds", 0.0)),
+                              out=getattr(args, "out", None))
     except _user_errors() as err:
         message = err.strerror + f": {err.filename}" if isinstance(err, FileNotFoundError) and err.filename else err
         print(f"opflowtalker {args.command}: error: {message}", file=sys.stderr)
