@@ -15,7 +15,7 @@ from opflowtalker.corpus.lipreading import (CropSettings, LipReadingCorpusError,
                                             read_lipreading_corpus)
 from opflowtalker.corpus.sentences import Sentence, split_of
 from opflowtalker.datasets import Clip
-from opflowtalker.models.lipreader import mouth_crops
+from opflowtalker.models.lipreader import LipReaderConfig, lip_inputs, mouth_crops
 from opflowtalker.preprocess import PreprocessParams, preprocess_clip
 from opflowtalker.training.lipreader import LipReaderTrainParams, train_lipreader
 
@@ -58,7 +58,10 @@ def test_further_faces_join_the_training_identities_but_the_held_out_face_cannot
 def test_every_further_portrait_is_a_face_whose_lips_move_when_it_speaks(identity):
     params = dataclasses.replace(EXTRA, identities={identity: ["espeak-us-male"]})
     spec = next(s for s in plan_lipreading(CORPUS, params) if s.identity == identity)
-    crops = lipreading_crops(spec, CORPUS, CROP, params)
+    crops, shapes = lipreading_crops(spec, CORPUS, CROP, params)
+    # The lips move in the shapes dlib measures on the face crops too: the lip gap (points 62, 66) opens and closes.
+    gap = shapes[:, 18, 1] - shapes[:, 14, 1]
+    assert shapes.shape == (len(crops), 20, 2) and gap.max() - gap.min() > 0.05, gap
     # The lips move (and so the crop frames them): the frames differ most where the mouth is.
     motion = crops.astype(np.float32).std(axis=0)
     assert motion.max() > 20, motion.max()
@@ -74,9 +77,13 @@ def test_crops_are_those_the_corpus_and_preprocessing_give_the_same_clip(tmp_pat
     prepared = preprocess_clip(clip, PreprocessParams(size=CROP.face_size, pads=CROP.pads, smooth=CROP.smooth))
     expected = mouth_crops(prepared["faces"], prepared["landmarks"], size=(32, 48), width_scale=CROP.crop_scale,
                            sigma=CROP.crop_sigma)
-    crops = lipreading_crops(spec, CORPUS, CROP)
+    crops, shapes = lipreading_crops(spec, CORPUS, CROP)
     assert crops.dtype == np.uint8 and crops.shape == expected.shape
     assert np.abs(crops / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
+    # The shapes are those a landmark reader measures on the prepared clip (same detector, faces
+    # within half a grey level, so the points agree to a small fraction of the eye-to-mouth distance).
+    measured = lip_inputs(LipReaderConfig(inputs="landmarks"), prepared["faces"], prepared["landmarks"])
+    assert shapes.shape == measured.shape and np.abs(shapes - measured).mean() < 0.01
     assert crops.std(axis=0).max() > 20  # the lips move
 
 
@@ -89,6 +96,8 @@ def test_built_corpus_reads_back_and_refuses_crops_made_otherwise(tmp_path):
     assert keys == [s.key for s in specs] and transcripts == [s.sentence.upper() for s in specs]
     assert [c.shape[1:] for c in crops] == [(32, 48)] * len(specs) and sum(map(len, crops)) == summary["frames"]
     assert 0.0 <= min(c.min() for c in crops) and max(c.max() for c in crops) <= 1.0
+    keys_again, shapes, _ = read_lipreading_corpus(out, CROP.mouth(), "landmarks")
+    assert keys_again == keys and [s.shape for s in shapes] == [(len(c), 20, 2) for c in crops]
     with pytest.raises(LipReadingCorpusError, match="rebuild it"):
         read_lipreading_corpus(out, {**CROP.mouth(), "crop_height": 16})
     with pytest.raises(LipReadingCorpusError, match="not found"):

@@ -11,7 +11,8 @@ from torch import nn
 
 from opflowtalker.models.checkpoints import CheckpointError, save_safetensors
 from opflowtalker.models.lipreader import (CHARACTERS, GRID_WORDS, LipReader, LipReaderConfig, LipReaderError,
-                                           greedy_decode, load_lipreader, mouth_crops, read_lips)
+                                           greedy_decode, lip_inputs, load_lipreader, mirror_shapes, mouth_crops,
+                                           mouth_shapes, read_lips)
 from opflowtalker.training.lipreader import (LipReaderTrainParams, LipReadingClips, chance_level,
                                              evaluate_lipreader, lipreader_loss, load_lipreading_clips,
                                              sample_lipreader_batch, train_lipreader)
@@ -303,3 +304,83 @@ def test_training_stage_writes_a_checkpoint_that_reads_test_clips(tmp_path):
     assert set(read.split()) <= set(GRID_WORDS)
     clips = load_lipreading_clips(prepared, corpus, "test", model.config)
     assert clips.transcripts == ["BLUE RED"] and clips.crops[0].shape == (10, 16, 24)
+
+
+# --- reading mouth shapes ---
+
+def test_mouth_shapes_are_the_lips_in_face_units_wherever_and_however_large_the_face():
+    _, landmarks = synthetic_face()
+    frames = np.stack([landmarks, landmarks, landmarks])
+    frames[1, 48:68, 1] += np.where(np.arange(20) >= 10, 3.0, 0.0)  # the lower points drop: the mouth opens
+    shapes = mouth_shapes(frames)
+    assert shapes.shape == (3, 20, 2) and np.allclose(shapes.mean(axis=1), 0, atol=1e-6)
+    # The ellipse is 24 px wide, the eyes 70 - 30 = 40 px above the mouth (the median frame): 0.6 face units wide.
+    assert np.isclose(np.ptp(shapes[0, :, 0]), 24 / 40, atol=1e-3)
+    moved = frames * 2.5 + np.array([7.0, -3.0])  # a larger face elsewhere in the crop
+    assert np.allclose(mouth_shapes(moved), shapes, atol=1e-5)
+    assert not np.allclose(shapes[0], shapes[1], atol=1e-2)
+    frames[0, 50, 0] = np.nan
+    with pytest.raises(LipReaderError, match="every frame"):
+        mouth_shapes(frames)
+
+
+def test_a_mirrored_mouth_shape_swaps_the_lips_left_and_right_sides():
+    _, landmarks = synthetic_face()
+    lips = landmarks[48:68].copy()
+    # An iBUG mouth: corners 48 and 54, top 51, bottom 57; inner corners 60 and 64.
+    lips[0], lips[6] = (40.0, 70.0), (80.0, 70.0)
+    lips[3], lips[9] = (62.0, 64.0), (60.0, 77.0)
+    shapes = mouth_shapes(np.concatenate([landmarks[:48], lips])[None])[0]
+    mirrored = mirror_shapes(shapes)
+    assert np.allclose(mirror_shapes(mirrored), shapes)
+    assert np.allclose(mirrored[6], shapes[0] * [-1, 1]) and np.allclose(mirrored[0], shapes[6] * [-1, 1])
+    assert np.allclose(mirrored[3], shapes[3] * [-1, 1]) and np.allclose(mirrored[9], shapes[9] * [-1, 1])
+    assert np.allclose(mirror_shapes(torch.from_numpy(shapes)).numpy(), mirrored)
+
+
+def test_a_shape_reader_reads_a_clip_and_its_mirror_alike_and_a_still_mouth_as_nothing_moving():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config(inputs="landmarks", motion=True)).eval()
+    shapes = torch.randn(2, 8, 20, 2) * 0.1
+    lengths = torch.tensor([8, 6])
+    assert model(shapes, lengths).shape == (2, 8, len(WORDS) + 1)
+    assert torch.allclose(model.read(shapes, lengths), model.read(mirror_shapes(shapes), lengths), atol=1e-5)
+    # With motion on, a mouth that never moves reads the same wherever it is set.
+    still = shapes[:, :1].expand(-1, 8, -1, -1)
+    assert torch.allclose(model(still, lengths), model(still * 0 + shapes[:1, :1], lengths), atol=1e-5)
+    with pytest.raises(LipReaderError, match="shapes"):
+        model(torch.rand(2, 8, 1, 16, 24))
+    with pytest.raises(LipReaderError, match="inputs"):
+        LipReaderConfig(inputs="audio")
+
+
+def test_shape_batches_are_augmented_in_geometry_only():
+    rng = np.random.default_rng(0)
+    _, landmarks = synthetic_face()
+    clip = mouth_shapes(np.stack([landmarks] * 6))
+    data = LipReadingClips(["a"], [clip], ["BIN BLUE"])
+    config = tiny_config(inputs="landmarks")
+    plain = sample_lipreader_batch(data, rng, 2, config, flip=0.0, shift=2)
+    assert plain["crops"].shape == (2, 6, 20, 2) and torch.allclose(plain["crops"][0], torch.from_numpy(clip))
+    turned = sample_lipreader_batch(data, rng, 1, config, flip=0.0, scale=0.2, stretch=0.2, rotate=10.0)["crops"][0]
+    # Zoom, stretch and tilt keep the mouth centred and change its size and shape.
+    assert torch.allclose(turned.mean(dim=1), torch.zeros(6, 2), atol=1e-5) and not torch.allclose(turned, plain["crops"][0])
+    noisy = sample_lipreader_batch(data, rng, 1, config, flip=0.0, jitter=0.01)["crops"][0]
+    assert 0.005 < float((noisy - plain["crops"][0]).std()) < 0.02
+
+
+def test_a_shape_reader_trains_and_reads_what_the_detector_finds_on_the_frames(tmp_path):
+    prepared, corpus = write_tiny_dataset(tmp_path)
+    params = LipReaderTrainParams(steps=2, batch_size=2, inputs="landmarks", motion=True, jitter=0.01,
+                                  **{k: v for k, v in TINY.items() if k != "feature_dim"},
+                                  checkpoint_every=2, log_every=1, eval_every=2)
+    out = tmp_path / "lipreader.safetensors"
+    train_lipreader(prepared, corpus, out, params, run_dir=tmp_path / "run")
+    model = load_lipreader(out)
+    assert model.config.inputs == "landmarks"
+    data = np.load(prepared / "q/0.npz")
+    clips = load_lipreading_clips(prepared, corpus, "test", model.config)
+    assert clips.crops[0].shape == (10, 20, 2)
+    # The shapes come from the frames, not from the landmarks stored beside them.
+    assert np.allclose(clips.crops[0], lip_inputs(model.config, data["faces"], data["landmarks"] * 0 + 1))
+    assert set(read_lips(model, data["faces"], data["landmarks"]).split()) <= set(GRID_WORDS)

@@ -1,18 +1,21 @@
-"""A lip-reading corpus: many more training sentences, as mouth crops only, for the lip reader.
+"""A lip-reading corpus: many more training sentences, as mouth crops and shapes only, for the lip reader.
 
 The lip reader must tell 25 letters and 10 digits apart on a face it never saw; the talking-face
 corpus gives it about 250 training sentences (ten examples of a letter) on three faces, which it
 learns by heart. This corpus says many more sentences with the training identities and with further
 faces that the talking-face corpus does not use (``data/external/lipreading_faces``: portraits with
 parted lips, a smile, a painting), each with voices of its own, rendered by the same renderer, encoded and decoded as H.264 like every corpus video, cropped to faces as
-:func:`~opflowtalker.preprocess.preprocess_clip` crops them and reduced to the lip reader's mouth
-crops. It keeps no flow, no audio and no face crops: only what lip reading needs, a few kB a clip.
+:func:`~opflowtalker.preprocess.preprocess_clip` crops them and reduced to what either kind of lip
+reader reads (:func:`~opflowtalker.models.lipreader.lip_inputs`): the mouth crops, and the mouth
+shapes from the landmarks dlib finds on the face crops. It keeps no flow, no audio and no face
+crops: only what lip reading needs, a few kB a clip.
 
 Its sentences are training sentences by the corpus's own rule (:func:`~.sentences.split_of`) and
 none of them is a sentence of the talking-face corpus, so the validation and test sentences stay
 unseen, and the held-out identity never appears (it is refused as a lip-reading identity). One file holds it all (``lipreading.npz``):
 
     crops        (N_frames, h, w) uint8, every clip's crops one after another
+    shapes       (N_frames, 20, 2) float32, every clip's mouth shapes, in the same order
     lengths      (N_clips,) frames per clip
     transcripts  (N_clips,) str, upper case
     keys         (N_clips,) str, ``<identity>/<clip>``
@@ -118,9 +121,10 @@ def _rig(corpus: CorpusParams, params: LipReadingCorpusParams, identity: str):
 
 
 def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
-                     params: LipReadingCorpusParams = LipReadingCorpusParams()) -> np.ndarray:
-    """One clip's mouth crops (T, h, w) uint8: rendered, through H.264, face-cropped, mouth-cropped."""
-    from ..models.lipreader import mouth_crops
+                     params: LipReadingCorpusParams = LipReadingCorpusParams()) -> tuple[np.ndarray, np.ndarray]:
+    """One clip's mouth crops (T, h, w) uint8 and mouth shapes (T, 20, 2) float32: rendered,
+    through H.264, face-cropped, then mouth-cropped and measured as a lip reader does."""
+    from ..models.lipreader import LipReaderConfig, lip_inputs, mouth_crops
     from ..preprocess import PreprocessParams, crop_frame, crop_landmarks, face_boxes
 
     wav, phones = synthesize(Sentence.from_text(spec.sentence).spoken, get_voice(spec.voice), seed=spec.seed)
@@ -138,10 +142,11 @@ def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
     landmarks = crop_landmarks(clip.landmarks, boxes, crop.face_size)
     crops = mouth_crops(faces, landmarks, size=(crop.crop_height, crop.crop_width), width_scale=crop.crop_scale,
                         sigma=crop.crop_sigma)
-    return np.round(crops * 255).astype(np.uint8)
+    shapes = lip_inputs(LipReaderConfig(inputs="landmarks"), faces, landmarks)
+    return np.round(crops * 255).astype(np.uint8), shapes
 
 
-def _crops_of(job: tuple[ClipSpec, CorpusParams, CropSettings, LipReadingCorpusParams]) -> np.ndarray:
+def _crops_of(job: tuple[ClipSpec, CorpusParams, CropSettings, LipReadingCorpusParams]) -> tuple[np.ndarray, np.ndarray]:
     return lipreading_crops(*job)
 
 
@@ -167,8 +172,11 @@ def build_lipreading_corpus(out: str | Path, corpus: CorpusParams, params: LipRe
     else:
         clips = [_crops_of(job) for job in jobs]
     h, w = crop.crop_height, crop.crop_width
+    shapes = [c[1] for c in clips]
+    clips = [c[0] for c in clips]
     write_npz_atomic(out, {
         "crops": np.concatenate(clips) if clips else np.zeros((0, h, w), np.uint8),
+        "shapes": np.concatenate(shapes) if shapes else np.zeros((0, 20, 2), np.float32),
         "lengths": np.array([len(c) for c in clips], np.int64),
         "transcripts": np.array([" ".join(s.sentence.upper().split()) for s in specs], dtype=str),
         "keys": np.array([s.key for s in specs], dtype=str),
@@ -179,15 +187,16 @@ def build_lipreading_corpus(out: str | Path, corpus: CorpusParams, params: LipRe
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def read_lipreading_corpus(path: str | Path, mouth: dict) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Keys, crops ((T, h, w) float32 in [0, 1]) and transcripts of a lip-reading corpus made with
-    the mouth crop settings ``mouth``; crops made otherwise are refused, not silently mixed in."""
+def read_lipreading_corpus(path: str | Path, mouth: dict, inputs: str = "pixels") -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Keys, crops ((T, h, w) float32 in [0, 1]; with ``inputs="landmarks"`` the mouth shapes
+    (T, 20, 2)) and transcripts of a lip-reading corpus made with the mouth crop settings ``mouth``;
+    crops made otherwise are refused, not silently mixed in."""
     path = Path(path)
     if not path.is_file():
         raise LipReadingCorpusError(f"lip-reading corpus not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            crops, lengths = data["crops"], data["lengths"]
+            crops, lengths = data["shapes" if inputs == "landmarks" else "crops"], data["lengths"]
             transcripts, keys = [str(t) for t in data["transcripts"]], [str(k) for k in data["keys"]]
             made_with = json.loads(str(data["crop"]))
     except (OSError, ValueError, KeyError) as err:
@@ -198,5 +207,6 @@ def read_lipreading_corpus(path: str | Path, mouth: dict) -> tuple[list[str], li
         raise LipReadingCorpusError(f"{path} is inconsistent: {len(crops)} frames for lengths summing to "
                                     f"{int(lengths.sum())}, {len(transcripts)} transcripts, {len(keys)} keys")
     bounds = np.concatenate([[0], np.cumsum(lengths)])
-    clips = [crops[a:b].astype(np.float32) / np.float32(255.0) for a, b in zip(bounds[:-1], bounds[1:])]
+    scale = np.float32(1.0) if inputs == "landmarks" else np.float32(255.0)
+    clips = [crops[a:b].astype(np.float32) / scale for a, b in zip(bounds[:-1], bounds[1:])]
     return keys, clips, transcripts

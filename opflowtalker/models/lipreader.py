@@ -5,11 +5,17 @@ generated video (T_gen) and off the real one (T_gt) with what was said (T_speech
 weights can be had offline, so this is our own visual-only reader in the manner of LipNet
 (Assael et al.) and the sentence-level readers the paper cites ([25], Chung et al. [41]):
 
-* mouth crops: grayscale, centred on the mouth landmarks 48-67 smoothed over time, sized from the
-  eye-to-mouth distance so that a crop covers the same part of every face (:func:`mouth_crops`);
-* a spatio-temporal front end: one 3D convolution (temporal kernel 5, i.e. 0.2 s at 25 fps,
-  the span of a viseme with its coarticulation) that sees motion, not single frames;
-* a small per-frame 2D CNN that reduces each frame to one feature vector;
+* what it reads (``inputs``): either mouth crops, grayscale, centred on the mouth landmarks 48-67
+  smoothed over time, sized from the eye-to-mouth distance so that a crop covers the same part of
+  every face (:func:`mouth_crops`), or the mouth's shape, the 20 lip landmarks that dlib finds on
+  the face crop, centred and in units of the eye-to-mouth distance (:func:`mouth_shapes`; a
+  geometric visual front end, as in the landmark-based readers of GRID). Crops carry the teeth and
+  tongue; shapes carry no skin, lip colour or lighting of one face, so they are the same for an
+  unseen face;
+* a spatio-temporal front end that sees motion, not single frames: for crops one 3D convolution
+  (temporal kernel 5, i.e. 0.2 s at 25 fps, the span of a viseme with its coarticulation) and a
+  small per-frame 2D CNN that reduces each frame to one feature vector; for shapes a linear layer
+  per frame and one temporal convolution of the same span;
 * a bidirectional GRU over the frames (the words around a frame disambiguate it);
 * a linear layer to the tokens plus the CTC blank, as per-frame log-probabilities;
 * reading (:meth:`LipReader.read`) averages the clip with its mirror image.
@@ -22,9 +28,10 @@ barely tells apart (visemes), so within a few CPU minutes character CTC would st
 to spell (only words are trained and scored by the study; the chapter shows what they read). One GRU layer is the default because it left the CTC plateau, where
 only the word prior of each position is learnt, about twice as early as two layers did.
 
-Each clip is standardised (zero mean, unit variance over its frames) inside the model, so the
-reader sees mouth shape and motion rather than the skin tone and lighting of one face, and a
-generated video is read on the same footing as the real one. With a ``grammar`` in its config the
+Each clip of crops is standardised (zero mean, unit variance over its frames) inside the model, so
+the reader sees mouth shape and motion rather than the skin tone and lighting of one face, and a
+generated video is read on the same footing as the real one. Shapes are read through the same
+detector on real and generated frames alike (:func:`lip_inputs`). With a ``grammar`` in its config the
 reader decodes through it (:func:`grammar_decode`: one word of each slot, in order), as a recogniser
 with a task grammar reads GRID; without one it reads the best path freely (:func:`greedy_decode`).
 """
@@ -45,7 +52,8 @@ from ..corpus.sentences import SLOTS
 
 __all__ = [
     "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
-    "greedy_decode", "grammar_decode", "decode", "mouth_crops", "read_lips", "load_lipreader",
+    "greedy_decode", "grammar_decode", "decode", "mouth_crops", "mouth_shapes", "mirror_shapes", "lip_inputs",
+    "read_lips", "load_lipreader",
 ]
 
 CHARACTERS = tuple(" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -59,6 +67,10 @@ BLANK = 0
 
 MOUTH = slice(48, 68)
 EYES = slice(36, 48)
+INPUTS = ("pixels", "landmarks")
+
+# The mouth points 48-67 mirrored left to right: outer lip 48-59 about 51 and 57, inner 60-67 about 62 and 66.
+_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
 
 
 class LipReaderError(ValueError):
@@ -68,6 +80,7 @@ class LipReaderError(ValueError):
 @dataclass(frozen=True)
 class LipReaderConfig:
     tokens: str = "words"            # "words" or "characters"
+    inputs: str = "pixels"           # "pixels" (mouth crops) or "landmarks" (mouth shapes)
     vocabulary: tuple[str, ...] = GRID_WORDS  # the word list when tokens == "words"
     crop_height: int = 32            # mouth crop size fed to the network
     crop_width: int = 48
@@ -85,6 +98,8 @@ class LipReaderConfig:
     grammar: tuple[tuple[str, ...], ...] = ()  # word slots a sentence must follow; () reads freely
 
     def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise LipReaderError(f"inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}")
         if self.tokens not in ("words", "characters"):
             raise LipReaderError(f"tokens must be 'words' or 'characters', not {self.tokens!r}")
         # JSON metadata gives lists back; the config stays hashable and comparable as tuples.
@@ -128,13 +143,19 @@ class LipReaderConfig:
 
 
 class LipReader(nn.Module):
-    """Mouth crops (B, T, 1, H, W) in [0, 1] -> per-frame CTC log-probabilities (B, T, V)."""
+    """Mouth crops (B, T, 1, H, W) in [0, 1], or mouth shapes (B, T, 20, 2), -> per-frame CTC
+    log-probabilities (B, T, V)."""
 
     def __init__(self, config: LipReaderConfig | None = None):
         super().__init__()
         self.config = config = config or LipReaderConfig()
-        c0 = config.front_channels
         k = config.temporal_kernel
+        if config.inputs == "landmarks":
+            self.shape_in = nn.Sequential(nn.Linear(2 * (MOUTH.stop - MOUTH.start), config.feature_dim), nn.ReLU(inplace=True))
+            self.shape_conv = nn.Conv1d(config.feature_dim, config.feature_dim, k, padding=k // 2)
+            self._build_sequence(config)
+            return
+        c0 = config.front_channels
         self.front = nn.Sequential(
             nn.Conv3d(1, c0, (k, 5, 5), stride=(1, 2, 2), padding=(k // 2, 2, 2), bias=False),
             nn.BatchNorm3d(c0),
@@ -157,28 +178,38 @@ class LipReader(nn.Module):
         # Flattening keeps where in the mouth a feature is (lip corners vs. the centre), as LipNet.
         self.project = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(cin * h * w, config.feature_dim),
                                      nn.ReLU(inplace=True))
+        self._build_sequence(config)
+
+    def _build_sequence(self, config: LipReaderConfig) -> None:
         self.gru = nn.GRU(config.feature_dim, config.hidden, num_layers=config.layers, batch_first=True,
                           bidirectional=True, dropout=config.dropout if config.layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(2 * config.hidden, config.n_classes)
 
     def forward(self, crops: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if crops.ndim != 5 or crops.shape[2] != 1:
+        shapes = self.config.inputs == "landmarks"
+        if shapes and (crops.ndim != 4 or crops.shape[2:] != (MOUTH.stop - MOUTH.start, 2)):
+            raise LipReaderError(f"mouth shapes must be shaped (B, T, 20, 2), not {tuple(crops.shape)}")
+        if not shapes and (crops.ndim != 5 or crops.shape[2] != 1):
             raise LipReaderError(f"mouth crops must be shaped (B, T, 1, H, W), not {tuple(crops.shape)}")
         b, t = crops.shape[:2]
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long)
         lengths = lengths.to("cpu", torch.long)
         valid = (torch.arange(t)[None, :] < lengths[:, None]).to(crops.device)  # (B, T)
-        x = crops
+        x = crops if not shapes else crops[:, :, None]  # shapes as (B, T, 1, 20, 2): one code path
         if self.config.motion:
             x = x - _clip_mean_frame(x, valid)
-        if self.config.normalize:
+        if self.config.normalize and not shapes:  # shapes are in face units already
             x = _standardise(x, valid)
         x = x * valid[:, :, None, None, None]
-        x = self.front(x.transpose(1, 2))                        # (B, C, T, H/4, W/4)
-        x = x.transpose(1, 2).flatten(0, 1)                      # (B*T, C, h, w)
-        x = self.project(self.frame_cnn(x)).view(b, t, -1)       # (B, T, F)
+        if shapes:
+            x = self.shape_in(x.flatten(2))                                       # (B, T, F)
+            x = F.relu(self.shape_conv(x.transpose(1, 2))).transpose(1, 2)
+        else:
+            x = self.front(x.transpose(1, 2))                        # (B, C, T, H/4, W/4)
+            x = x.transpose(1, 2).flatten(0, 1)                      # (B*T, C, h, w)
+            x = self.project(self.frame_cnn(x)).view(b, t, -1)       # (B, T, F)
         # Packing keeps the backward direction from starting in the padding of shorter clips.
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         x, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=t)
@@ -194,7 +225,8 @@ class LipReader(nn.Module):
         another plausible speaker), so both images are readings of the same speech; averaging them
         cancels what one side of one face adds. A reading is then the same for a clip and for its
         mirror image."""
-        both = torch.stack([self(crops, lengths), self(crops.flip(-1), lengths)])
+        mirrored = mirror_shapes(crops) if self.config.inputs == "landmarks" else crops.flip(-1)
+        both = torch.stack([self(crops, lengths), self(mirrored, lengths)])
         return torch.logsumexp(both, dim=0) - float(np.log(2.0))
 
 
@@ -370,17 +402,57 @@ def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] 
     return out / np.float32(255.0)
 
 
+def mouth_shapes(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 20, 2) float32 mouth shapes from (T, 68, 2) landmarks: the lip points 48-67 of each frame
+    less their mean, divided by the clip's median eye-to-mouth distance, so that a shape says how
+    the lips are set, not where the head is or how large the face is in the crop."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) or len(landmarks) == 0:
+        raise LipReaderError(f"landmarks must be shaped (T, 68, 2) with T > 0, not {landmarks.shape}")
+    if not np.isfinite(landmarks).all():
+        raise LipReaderError("mouth shapes need landmarks in every frame")
+    mouth = landmarks[:, MOUTH]
+    scale = float(np.median(np.linalg.norm(mouth.mean(axis=1) - landmarks[:, EYES].mean(axis=1), axis=1)))
+    if not scale > 0:
+        raise LipReaderError("the mouth and eye landmarks coincide, so no face size follows from them")
+    return ((mouth - mouth.mean(axis=1, keepdims=True)) / scale).astype(np.float32)
+
+
+def mirror_shapes(shapes):
+    """Mouth shapes (..., 20, 2) mirrored left to right: x negated, left and right points swapped."""
+    out = shapes[..., _MIRROR, :] * (shapes.new_tensor([-1.0, 1.0]) if torch.is_tensor(shapes) else np.array([-1.0, 1.0], np.float32))
+    return out
+
+
+def lip_inputs(config: LipReaderConfig, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """What a reader of ``config`` reads off one clip of (T, S, S, 3) uint8 face crops: its mouth
+    crops (T, h, w), cut where ``landmarks`` put the mouth, or its mouth shapes (T, 20, 2) from
+    the landmarks dlib finds on ``faces`` themselves (``landmarks`` unused), so that a generated
+    clip is measured by what it shows, by the same detector as the real one."""
+    if config.inputs == "landmarks":
+        from ..metrics.landmarks import detect_crop_landmarks
+
+        faces = np.asarray(faces)
+        if faces.ndim != 4 or faces.shape[-1] != 3 or faces.dtype != np.uint8 or len(faces) == 0:
+            raise LipReaderError(f"faces must be (T, H, W, 3) uint8 with T > 0, not {faces.dtype} shaped {faces.shape}")
+        whole = np.array([0.0, 0.0, faces.shape[2] - 1.0, faces.shape[1] - 1.0])  # the crop is the face
+        return mouth_shapes(detect_crop_landmarks(faces, whole))
+    return mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width), width_scale=config.crop_scale,
+                       sigma=config.crop_sigma)
+
+
 @torch.no_grad()
 def read_lips(model: LipReader, faces: np.ndarray, landmarks: np.ndarray) -> str:
     """What ``model`` reads off one clip of (T, S, S, 3) uint8 face crops with their landmarks."""
     config = model.config
-    crops = mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width), width_scale=config.crop_scale,
-                        sigma=config.crop_sigma)
+    inputs = torch.from_numpy(lip_inputs(config, faces, landmarks))[None]
+    if config.inputs == "pixels":
+        inputs = inputs[:, :, None]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        log_probs = model.read(torch.from_numpy(crops)[None, :, None].to(device))
+        log_probs = model.read(inputs.to(device))
     finally:
         model.train(was_training)
     return decode(log_probs, config=config)[0]

@@ -1,11 +1,12 @@
 """Training the VTCS lip reader with CTC on the mouths of the prepared clips.
 
-Every clip of a split is reduced once to its mouth crops (:func:`~opflowtalker.models.lipreader.mouth_crops`,
-a few kB per clip) and held in memory with its transcript. A batch is a handful of whole clips
+Every clip of a split is reduced once to what the reader reads (:func:`~opflowtalker.models.lipreader.lip_inputs`:
+mouth crops or mouth shapes, a few kB per clip) and held in memory with its transcript. A batch is a handful of whole clips
 (CTC needs the whole sentence), padded to the longest, each augmented the way LipNet augments
 GRID: mirrored left to right (a mouth is nearly symmetric, and the mirror image is another
 plausible speaker), shifted by a pixel or two (landmark and crop placement error), and, if asked, played a
-little faster or slower (speaking rate). The model is trained by the study's one loop
+little faster or slower (speaking rate). Mouth shapes get the same changes in geometry (mirror, zoom,
+stretch, tilt, speed) and the detector's own scatter (``jitter``). The model is trained by the study's one loop
 (:func:`~opflowtalker.training.loop.fit`), scored on the validation split while it trains, and
 at the end by the word and character error rates (WER, CER) of its readings of the held-out test
 split: an identity the reader never saw, speaking sentences it never heard.
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 from ..corpus.sentences import SLOTS
 from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
-from ..models.lipreader import BLANK, LipReader, LipReaderConfig, decode, load_lipreader, mouth_crops
+from ..models.lipreader import BLANK, LipReader, LipReaderConfig, decode, lip_inputs, load_lipreader, mirror_shapes
 from .data import read_split_keys
 from .loop import LoopParams, distributed, fit, run_identity
 
@@ -50,6 +51,7 @@ class LipReaderTrainParams:
     lr: float = 3e-3
     seed: int = 0
     tokens: str = "words"         # "words" (the corpus's GRID vocabulary) or "characters"
+    inputs: str = "pixels"        # "pixels" (mouth crops) or "landmarks" (mouth shapes)
     crop_height: int = 32
     crop_width: int = 48
     crop_scale: float = 1.1
@@ -67,6 +69,7 @@ class LipReaderTrainParams:
     speed: float = 0.0            # replay at a random rate in [1 - speed, 1 + speed] (off in the measured runs)
     stretch: float = 0.0          # scale a clip's height apart from its width by up to +-stretch (lip shape)
     rotate: float = 0.0           # turn a clip by up to +-rotate degrees (head tilt)
+    jitter: float = 0.0           # mouth shapes: Gaussian scatter of every point, in face units (detector noise)
     clip: float = 5.0             # gradient-norm clipping (CTC's early gradients are spiky)
     decay_steps: int = 0          # the last steps, over which the rate falls along a half cosine (0: constant)
     checkpoint_every: int = 100
@@ -77,9 +80,10 @@ class LipReaderTrainParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         if (not 0.0 <= self.flip <= 1.0 or self.shift < 0 or not 0.0 <= self.speed < 1.0
-                or not 0.0 <= self.scale < 1.0 or not 0.0 <= self.stretch < 1.0 or self.rotate < 0):
+                or not 0.0 <= self.scale < 1.0 or not 0.0 <= self.stretch < 1.0 or self.rotate < 0
+                or self.jitter < 0):
             raise ValueError("need 0 <= flip <= 1, shift >= 0, 0 <= speed < 1, 0 <= scale < 1, 0 <= stretch < 1 "
-                             "and rotate >= 0")
+                             "rotate >= 0 and jitter >= 0")
 
     def model_config(self, vocabulary: tuple[str, ...] | None = None) -> LipReaderConfig:
         """The lip reader these parameters train (words: ``vocabulary``, or GRID's by default)."""
@@ -87,7 +91,7 @@ class LipReaderTrainParams:
         # The grammar is the corpus's: a dataset with its own vocabulary is read freely.
         if self.grammar and self.tokens == "words" and vocabulary is None:
             extra["grammar"] = tuple(tuple(w.upper() for w in slot) for slot in SLOTS)
-        return LipReaderConfig(tokens=self.tokens, crop_height=self.crop_height, crop_width=self.crop_width,
+        return LipReaderConfig(tokens=self.tokens, inputs=self.inputs, crop_height=self.crop_height, crop_width=self.crop_width,
                                crop_scale=self.crop_scale, crop_sigma=self.crop_sigma,
                                front_channels=self.front_channels,
                                channels=self.channels, hidden=self.hidden, layers=self.layers,
@@ -99,7 +103,8 @@ class LipReaderTrainParams:
 
 @dataclass
 class LipReadingClips:
-    """The mouth crops of a split's clips, (T, h, w) float32 in [0, 1] each, and their transcripts."""
+    """What the reader reads of a split's clips, each (T, h, w) float32 mouth crops in [0, 1] or
+    (T, 20, 2) mouth shapes (``config.inputs``), and their transcripts."""
 
     keys: list[str]
     crops: list[np.ndarray]
@@ -111,7 +116,7 @@ class LipReadingClips:
 
 def load_lipreading_clips(prepared: str | Path, corpus_root: str | Path, split: str, config: LipReaderConfig,
                           kind: str = "corpus") -> LipReadingClips:
-    """Mouth crops of every prepared clip of ``split`` that has a transcript in the dataset."""
+    """The reader's inputs of every prepared clip of ``split`` that has a transcript in the dataset."""
     transcripts = {clip.key: clip.transcript for clip in read_dataset(kind, corpus_root, split) if clip.transcript}
     keys, crops, texts = [], [], []
     for key in read_split_keys(prepared, split):
@@ -122,8 +127,7 @@ def load_lipreading_clips(prepared: str | Path, corpus_root: str | Path, split: 
         if len(faces) == 0:
             continue
         keys.append(key)
-        crops.append(mouth_crops(faces, landmarks, size=(config.crop_height, config.crop_width),
-                                 width_scale=config.crop_scale, sigma=config.crop_sigma))
+        crops.append(lip_inputs(config, faces, landmarks))
         texts.append(" ".join(transcripts[key].upper().split()))
     if not keys:
         raise DatasetError(f"no prepared clip of the {split} split in {prepared} has a transcript in {corpus_root}")
@@ -142,13 +146,32 @@ def _zoom(crops: np.ndarray, factor: float, stretch: float = 1.0, degrees: float
                                     borderMode=cv2.BORDER_REPLICATE) for frame in crops])
 
 
+def _augment_shapes(shapes: np.ndarray, rng: np.random.Generator, flip: float, scale: float, stretch: float,
+                    rotate: float, jitter: float) -> np.ndarray:
+    """Mouth shapes (T, 20, 2) under the geometric changes :func:`_augment` makes to crops."""
+    if flip > 0 and rng.random() < flip:
+        shapes = mirror_shapes(shapes)
+    factor = rng.uniform(1.0 - scale, 1.0 + scale) if scale > 0 else 1.0
+    tall = rng.uniform(1.0 - stretch, 1.0 + stretch) if stretch > 0 else 1.0
+    angle = np.deg2rad(rng.uniform(-rotate, rotate)) if rotate > 0 else 0.0
+    # Points are (x, y) rows, so the map is applied on the right: p' = p @ (R diag(f, f * tall))^T.
+    linear = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([factor, factor * tall])
+    shapes = shapes @ linear.T.astype(np.float32)
+    if jitter > 0:
+        shapes = shapes + rng.normal(0.0, jitter, shapes.shape).astype(np.float32)
+    return shapes.astype(np.float32)
+
+
 def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: int, speed: float,
-             scale: float = 0.0, stretch: float = 0.0, rotate: float = 0.0) -> np.ndarray:
+             scale: float = 0.0, stretch: float = 0.0, rotate: float = 0.0, jitter: float = 0.0,
+             shapes: bool = False) -> np.ndarray:
     if speed > 0:
         # Resampling the frame indices replays the clip faster or slower (frames dropped or repeated).
         rate = rng.uniform(1.0 - speed, 1.0 + speed)
         index = np.round(np.arange(0.0, len(crops), rate)).astype(int)
         crops = crops[np.clip(index, 0, len(crops) - 1)]
+    if shapes:
+        return np.ascontiguousarray(_augment_shapes(crops, rng, flip, scale, stretch, rotate, jitter))
     if flip > 0 and rng.random() < flip:
         crops = crops[:, :, ::-1]
     if scale > 0 or stretch > 0 or rotate > 0:
@@ -168,22 +191,23 @@ def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: in
 def sample_lipreader_batch(data: LipReadingClips, rng: np.random.Generator, batch_size: int,
                            config: LipReaderConfig | None = None, flip: float = 0.5, shift: int = 2,
                            speed: float = 0.0, scale: float = 0.0, stretch: float = 0.0,
-                           rotate: float = 0.0) -> dict[str, torch.Tensor]:
-    """``batch_size`` random clips, augmented and padded: crops (B, T, 1, h, w), lengths (B,),
-    targets (B, S) class indices (0-padded), target_lengths (B,)."""
+                           rotate: float = 0.0, jitter: float = 0.0) -> dict[str, torch.Tensor]:
+    """``batch_size`` random clips, augmented and padded: crops (B, T, 1, h, w) or shapes
+    (B, T, 20, 2), lengths (B,), targets (B, S) class indices (0-padded), target_lengths (B,)."""
     config = config or LipReaderConfig()
+    shapes = config.inputs == "landmarks"
     chosen = rng.choice(len(data), size=batch_size, replace=len(data) < batch_size)
-    clips = [_augment(data.crops[i], rng, flip, shift, speed, scale, stretch, rotate) for i in chosen]
+    clips = [_augment(data.crops[i], rng, flip, shift, speed, scale, stretch, rotate, jitter, shapes) for i in chosen]
     labels = [config.encode(data.transcripts[i]) for i in chosen]
-    return _collate(clips, labels)
+    return _collate(clips, labels, pixels=not shapes)
 
 
-def _collate(clips: list[np.ndarray], labels: list[list[int]]) -> dict[str, torch.Tensor]:
+def _collate(clips: list[np.ndarray], labels: list[list[int]], pixels: bool = True) -> dict[str, torch.Tensor]:
     lengths = [len(c) for c in clips]
-    h, w = clips[0].shape[1:]
-    crops = np.zeros((len(clips), max(lengths), 1, h, w), dtype=np.float32)
+    frame = clips[0].shape[1:]
+    crops = np.zeros((len(clips), max(lengths), *((1,) if pixels else ()), *frame), dtype=np.float32)
     for i, c in enumerate(clips):
-        crops[i, : len(c), 0] = c
+        crops[i, : len(c)] = c[:, None] if pixels else c
     targets = np.zeros((len(labels), max(1, max(len(l) for l in labels))), dtype=np.int64)
     for i, l in enumerate(labels):
         targets[i, : len(l)] = l
@@ -213,7 +237,7 @@ def evaluate_lipreader(model: LipReader, clips: LipReadingClips, batch_size: int
     try:
         for start in range(0, len(clips), batch_size):
             chunk = clips.crops[start: start + batch_size]
-            batch = _collate(list(chunk), [[1]] * len(chunk))
+            batch = _collate(list(chunk), [[1]] * len(chunk), pixels=model.config.inputs == "pixels")
             log_probs = model.read(batch["crops"].to(device), batch["lengths"])
             hypotheses += decode(log_probs, batch["lengths"], model.config)
     finally:
@@ -255,12 +279,13 @@ def chance_level(train_transcripts: list[str], test_transcripts: list[str], seed
 
 
 def with_extra_clips(train: LipReadingClips, extra: str | Path, config: LipReaderConfig) -> LipReadingClips:
-    """The training clips joined by those of a lip-reading corpus made with ``config``'s crops."""
+    """The training clips joined by those of a lip-reading corpus made with ``config``'s crops
+    (its mouth crops or its mouth shapes, as ``config.inputs`` says)."""
     from ..corpus.lipreading import read_lipreading_corpus
 
     mouth = {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
              "crop_sigma": config.crop_sigma}
-    keys, crops, transcripts = read_lipreading_corpus(extra, mouth)
+    keys, crops, transcripts = read_lipreading_corpus(extra, mouth, config.inputs)
     return LipReadingClips(train.keys + keys, train.crops + crops, train.transcripts + transcripts)
 
 
@@ -293,7 +318,7 @@ def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Pa
     torch.manual_seed(params.seed)
     model = LipReader(config)
     augment = {"flip": params.flip, "shift": params.shift, "speed": params.speed, "scale": params.scale,
-               "stretch": params.stretch, "rotate": params.rotate}
+               "stretch": params.stretch, "rotate": params.rotate, "jitter": params.jitter}
     log = fit("lipreader", model, lipreader_loss,
               lambda rng, n: sample_lipreader_batch(train, rng, n, config, **augment),
               out, run_dir, params.loop_params(),
@@ -326,6 +351,6 @@ def _examples(model: LipReader, clips: LipReadingClips, n: int = 5) -> list[dict
     """A few test clips with what was said and what was read, for the log and the book."""
     head = LipReadingClips(clips.keys[:n], clips.crops[:n], clips.transcripts[:n])
     with torch.no_grad():
-        batch = _collate(head.crops, [[1]] * len(head))
+        batch = _collate(head.crops, [[1]] * len(head), pixels=model.config.inputs == "pixels")
         read = decode(model.read(batch["crops"], batch["lengths"]), batch["lengths"], model.config)
     return [{"key": k, "said": s, "read": r} for k, s, r in zip(head.keys, head.transcripts, read)]
