@@ -420,8 +420,8 @@ def mouth_shapes(landmarks: np.ndarray) -> np.ndarray:
 
 def mirror_shapes(shapes):
     """Mouth shapes (..., 20, 2) mirrored left to right: x negated, left and right points swapped."""
-    out = shapes[..., _MIRROR, :] * (shapes.new_tensor([-1.0, 1.0]) if torch.is_tensor(shapes) else np.array([-1.0, 1.0], np.float32))
-    return out
+    sign = shapes.new_tensor([-1.0, 1.0]) if torch.is_tensor(shapes) else np.array([-1.0, 1.0], np.float32)
+    return shapes[..., _MIRROR, :] * sign
 
 
 def lip_inputs(config: LipReaderConfig, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -134,52 +134,52 @@ def load_lipreading_clips(prepared: str | Path, corpus_root: str | Path, split: 
     return LipReadingClips(keys, crops, texts)
 
 
-def _zoom(crops: np.ndarray, factor: float, stretch: float = 1.0, degrees: float = 0.0) -> np.ndarray:
-    """Every frame magnified by ``factor`` about its centre, its height by ``stretch`` more, and
-    turned by ``degrees`` (edges replicated where it shrinks)."""
+def _random_linear(rng: np.random.Generator, scale: float, stretch: float, rotate: float) -> np.ndarray | None:
+    """A random 2x2 map of (x, y): a zoom by up to +-``scale``, the height by up to +-``stretch``
+    more and a turn by up to +-``rotate`` degrees; None when all three are off."""
+    if not (scale > 0 or stretch > 0 or rotate > 0):
+        return None
+    factor = rng.uniform(1.0 - scale, 1.0 + scale) if scale > 0 else 1.0
+    tall = rng.uniform(1.0 - stretch, 1.0 + stretch) if stretch > 0 else 1.0
+    angle = np.deg2rad(rng.uniform(-rotate, rotate) if rotate > 0 else 0.0)
+    return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([factor, factor * tall])
+
+
+def _zoom(crops: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """Every frame mapped by ``linear`` about its centre (edges replicated where it shrinks)."""
     h, w = crops.shape[1:]
-    angle = np.deg2rad(degrees)
-    linear = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([factor, factor * stretch])
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     matrix = np.concatenate([linear, (centre - linear @ centre)[:, None]], axis=1)
     return np.stack([cv2.warpAffine(np.ascontiguousarray(frame), matrix, (w, h), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REPLICATE) for frame in crops])
 
 
-def _augment_shapes(shapes: np.ndarray, rng: np.random.Generator, flip: float, scale: float, stretch: float,
-                    rotate: float, jitter: float) -> np.ndarray:
-    """Mouth shapes (T, 20, 2) under the geometric changes :func:`_augment` makes to crops."""
-    if flip > 0 and rng.random() < flip:
-        shapes = mirror_shapes(shapes)
-    factor = rng.uniform(1.0 - scale, 1.0 + scale) if scale > 0 else 1.0
-    tall = rng.uniform(1.0 - stretch, 1.0 + stretch) if stretch > 0 else 1.0
-    angle = np.deg2rad(rng.uniform(-rotate, rotate)) if rotate > 0 else 0.0
-    # Points are (x, y) rows, so the map is applied on the right: p' = p @ (R diag(f, f * tall))^T.
-    linear = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([factor, factor * tall])
-    shapes = shapes @ linear.T.astype(np.float32)
-    if jitter > 0:
-        shapes = shapes + rng.normal(0.0, jitter, shapes.shape).astype(np.float32)
-    return shapes.astype(np.float32)
-
-
 def _augment(crops: np.ndarray, rng: np.random.Generator, flip: float, shift: int, speed: float,
              scale: float = 0.0, stretch: float = 0.0, rotate: float = 0.0, jitter: float = 0.0,
              shapes: bool = False) -> np.ndarray:
+    """One clip of crops (T, h, w), or of mouth shapes (T, 20, 2) with ``shapes``, re-timed,
+    mirrored and mapped alike; crops are then shifted, shapes scattered by ``jitter``."""
     if speed > 0:
         # Resampling the frame indices replays the clip faster or slower (frames dropped or repeated).
         rate = rng.uniform(1.0 - speed, 1.0 + speed)
         index = np.round(np.arange(0.0, len(crops), rate)).astype(int)
         crops = crops[np.clip(index, 0, len(crops) - 1)]
+    mirror = flip > 0 and rng.random() < flip
+    # Another face's mouth is another size in the crop, however the crop is normalised, another
+    # shape (fuller or thinner lips: the height apart from the width) and sits at another tilt.
+    linear = _random_linear(rng, scale, stretch, rotate)
     if shapes:
-        return np.ascontiguousarray(_augment_shapes(crops, rng, flip, scale, stretch, rotate, jitter))
-    if flip > 0 and rng.random() < flip:
+        if mirror:
+            crops = mirror_shapes(crops)
+        if linear is not None:
+            crops = crops @ linear.T.astype(np.float32)  # points are (x, y) rows: p' = p @ linear^T
+        if jitter > 0:
+            crops = crops + rng.normal(0.0, jitter, crops.shape).astype(np.float32)
+        return np.ascontiguousarray(crops, dtype=np.float32)
+    if mirror:
         crops = crops[:, :, ::-1]
-    if scale > 0 or stretch > 0 or rotate > 0:
-        # Another face's mouth is another size in the crop, however the crop is normalised, another
-        # shape (fuller or thinner lips: the height apart from the width) and sits at another tilt.
-        factor = rng.uniform(1.0 - scale, 1.0 + scale) if scale > 0 else 1.0
-        tall = rng.uniform(1.0 - stretch, 1.0 + stretch) if stretch > 0 else 1.0
-        crops = _zoom(crops, factor, tall, rng.uniform(-rotate, rotate) if rotate > 0 else 0.0)
+    if linear is not None:
+        crops = _zoom(crops, linear)
     if shift > 0:
         dy, dx = rng.integers(-shift, shift + 1, size=2)
         h, w = crops.shape[1:]
