@@ -72,6 +72,15 @@ def test_padding_a_shorter_clip_does_not_change_what_is_read_from_it():
     assert torch.allclose(batched[0, :6], alone[0], atol=1e-5)
 
 
+def test_padding_a_shorter_clip_does_not_change_what_is_read_from_its_mouth_shapes():
+    torch.manual_seed(0)
+    model = LipReader(tiny_config(inputs="landmarks")).eval()
+    shapes = torch.randn(2, 9, 20, 2) * 0.1
+    batched = model(shapes, torch.tensor([6, 9]))
+    alone = model(shapes[:1, :6])
+    assert torch.allclose(batched[0, :6], alone[0], atol=1e-5)
+
+
 def test_standardising_each_clip_makes_the_reader_blind_to_brightness_and_contrast():
     torch.manual_seed(0)
     model = LipReader(tiny_config()).eval()

@@ -204,7 +204,9 @@ class LipReader(nn.Module):
             x = _standardise(x, valid)
         x = x * valid[:, :, None, None, None]
         if shapes:
-            x = self.shape_in(x.flatten(2))                                       # (B, T, F)
+            # Padding goes back to zero after the bias of shape_in, so the temporal convolution
+            # sees a shorter clip's end as it sees the end of that clip alone.
+            x = self.shape_in(x.flatten(2)) * valid[:, :, None]                   # (B, T, F)
             x = F.relu(self.shape_conv(x.transpose(1, 2))).transpose(1, 2)
         else:
             x = self.front(x.transpose(1, 2))                        # (B, C, T, H/4, W/4)
