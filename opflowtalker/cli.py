@@ -129,10 +129,8 @@ def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
     prep = {k: v for k, v in (params.get("preprocess") or {}).items() if k not in ("workers", "splits")}
     prep = from_mapping(PreprocessParams, prep, "params.yaml: preprocess")
     reader = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
-    reader = reader.model_config()
     crop = CropSettings(face_size=int(prep.size), pads=prep.pads, smooth=int(prep.smooth),
-                        crop_height=reader.crop_height, crop_width=reader.crop_width, crop_scale=reader.crop_scale,
-                        crop_sigma=reader.crop_sigma)
+                        **reader.model_config().mouth_crop())
     print(json.dumps(build_lipreading_corpus(args.out, corpus, lipreading, crop)))
 
 

@@ -116,6 +116,12 @@ class LipReaderConfig:
         if self.crop_height % 4 or self.crop_width % 4:
             raise LipReaderError(f"the crop size must be a multiple of 4, not {self.crop_height}x{self.crop_width}")
 
+    def mouth_crop(self) -> dict:
+        """The four settings that say how a face crop becomes this reader's mouth crop: what a
+        lip-reading corpus is cut with, and what its file must match to be read by this reader."""
+        return {"crop_height": self.crop_height, "crop_width": self.crop_width, "crop_scale": self.crop_scale,
+                "crop_sigma": self.crop_sigma}
+
     @property
     def token_list(self) -> tuple[str, ...]:
         return self.vocabulary if self.tokens == "words" else CHARACTERS

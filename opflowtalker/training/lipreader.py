@@ -283,9 +283,7 @@ def with_extra_clips(train: LipReadingClips, extra: str | Path, config: LipReade
     (its mouth crops or its mouth shapes, as ``config.inputs`` says)."""
     from ..corpus.lipreading import read_lipreading_corpus
 
-    mouth = {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
-             "crop_sigma": config.crop_sigma}
-    keys, crops, transcripts = read_lipreading_corpus(extra, mouth, config.inputs)
+    keys, crops, transcripts = read_lipreading_corpus(extra, config.mouth_crop(), config.inputs)
     return LipReadingClips(train.keys + keys, train.crops + crops, train.transcripts + transcripts)
 
 
