@@ -26,8 +26,10 @@ Protocol (the same for every row: the generators and the four controls go throug
   WER, CER and ROUGE-L of T_gen against T_speech, VTCS-B/W (Eq. 9), and the lip reader's WER
   against the script.
 * **Temporal** (every table, :mod:`opflowtalker.metrics.temporal`): *jitter*, the warping error of
-  consecutive frames against the real video's flow over the face, and *motion in silence*, the
-  same error inside the mouth over the silent stretches of the audio the row is judged against.
+  consecutive frames against the real video's flow over the face; *motion in silence*, the
+  same error inside the mouth over the silent stretches of the audio the row is judged against;
+  and the *lip flow error* (Figure 6 as a number), DIS's flow of the video against the real flow
+  inside the mouth.
 
 Every metric but FD-face/FID/LPIPS is a mean of per-clip values; a row keeps them (``per_clip``)
 with a 95% bootstrap interval over clips (``ci``), so that two rows can be compared paired over
@@ -57,7 +59,7 @@ from .metrics.landmarks import detect_crop_landmarks, lmd
 from .metrics.lpips import lpips_distance
 from .metrics.intervals import mean_interval
 from .metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
-from .metrics.temporal import silence_motion, silent_frames, temporal_jitter
+from .metrics.temporal import lip_flow_error, silence_motion, silent_frames, temporal_jitter
 from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
 from .losses import mouth_masks
@@ -65,11 +67,11 @@ from .training.data import PreparedClip, load_split, lower_half_masked
 
 __all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "reference_windows",
            "control_renditions", "generator_renditions", "score_renditions", "evaluate_reference",
-           "evaluate_generator", "load_reference", "load_judges"]
+           "evaluate_generator", "load_reference", "load_judges", "strip_arrays"]
 
 log = logging.getLogger(__name__)
 
-MOUTH_GROW = 4  # px the real lips' hull is grown by for the mouth-motion-in-silence metric
+MOUTH_GROW = 4  # px the real lips' hull is grown by for the mouth-motion-in-silence and lip-flow metrics
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class EvalParams:
     batch_windows: int = 8
     landmark_frame_step: int = 2  # M/F-LMD on every k-th frame
     fd_frame_step: int = 4  # FD-face on every k-th frame (dlib's descriptor takes ~75 ms a face)
-    strip_frames: int = 0  # frames of the first test clip kept for the book's strips (0: all of them)
+    strip_frames: int = 0  # frames of each kept clip for the book's strips (0: all of them)
+    strip_clips: int = 1  # test clips whose frames are kept (the first ones of the split)
     shift: int = 5  # frames the shifted-audio control delays the speech by (5 frames = 16 mel steps)
     inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, if you have it
     lpips_backbone: str = ""  # torchvision's alexnet weights, if you have them
@@ -259,12 +262,12 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
         raise ValueError("the reference evaluation was computed on other clips; rerun evaluate-reference")
     real_lips, scripts = [str(s) for s in ref["lip_gt"]], [str(s) for s in ref["truth"]]
     per: dict[str, list] = {k: [] for k in ("psnr", "ssim", "lse_c", "lse_d", "offset", "m_lmd", "f_lmd",
-                                            "jitter", "silence_motion")}
-    lips, speech, fake_embeddings, real_all, fake_all, strip = [], [], [], [], [], None
+                                            "jitter", "silence_motion", "flow_error")}
+    lips, speech, fake_embeddings, real_all, fake_all, strips = [], [], [], [], [], []
     for clip, shown in zip(clips, renditions):
         frames = shown.frames
-        if strip is None:
-            strip = frames[: params.strip_frames or None]
+        if len(strips) < params.strip_clips:
+            strips.append(frames[: params.strip_frames or None])
         per["psnr"].append(psnr(frames, clip.faces))
         per["ssim"].append(ssim(frames, clip.faces))
         per["jitter"].append(temporal_jitter(frames, clip.flow, clip.valid))
@@ -273,6 +276,7 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
         silent = silent_frames(shown.mel, len(clip), clip.fps)
         mouth = mouth_masks(clip.landmarks, frames.shape[1:3], dilate=MOUTH_GROW)
         per["silence_motion"].append(silence_motion(frames, clip.flow, clip.valid, mouth, silent))
+        per["flow_error"].append(lip_flow_error(frames, clip.flow, clip.valid, mouth))
         sync = clip_sync_scores_judge(judges.sync, frames, clip.landmarks, shown.mel, clip.fps)
         per["lse_c"].append(sync.lse_c)
         per["lse_d"].append(sync.lse_d)
@@ -315,10 +319,22 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
            "unavailable": _unavailable(params), "params": asdict(params),
            "seconds": time.perf_counter() - start}
     if frames_out is not None:
-        write_npz_atomic(frames_out, {"generated": strip, "real": clips[0].faces[: params.strip_frames or None],
-                                      "still_index": np.array(reference_windows(len(clips[0]), params.window)[0][1]),
-                                      "clip": np.array(clips[0].key)})
+        write_npz_atomic(frames_out, strip_arrays(clips, strips, params))
     return row
+
+
+def strip_arrays(clips: list[PreparedClip], strips: list[np.ndarray], params: EvalParams) -> dict[str, np.ndarray]:
+    """The frames the book's strips show, for the first ``len(strips)`` clips: clip ``i``'s
+    generated frames, real frames, the frame the still reference holds and the clip's key, under
+    the names ``generated_i``, ``real_i``, ``still_index_i`` and ``clip_i``
+    (:func:`opflowtalker.report.strips_of_clip` reads them back)."""
+    arrays: dict[str, np.ndarray] = {"n_clips": np.array(len(strips))}
+    for i, (clip, generated) in enumerate(zip(clips, strips)):
+        arrays[f"generated_{i}"] = generated
+        arrays[f"real_{i}"] = clip.faces[: params.strip_frames or None]
+        arrays[f"still_index_{i}"] = np.array(reference_windows(len(clip), params.window)[0][1])
+        arrays[f"clip_{i}"] = np.array(clip.key)
+    return arrays
 
 
 def _fd_with_interval(real: list[np.ndarray], fake: list[np.ndarray], resamples: int = 200

@@ -42,7 +42,7 @@ from .tables import format_cell, format_value
 
 __all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
-           "syncnet_verdict", "stage_minutes", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
+           "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
            "sharpness_sentence", "judge_calibration_table", "judge_bounds", "lip_sync_bounds", "speech_by_voice", "sync_judge_verdict",
            "expert_calibration"]
@@ -366,6 +366,16 @@ def moving_stretch(real: np.ndarray, n_frames: int) -> int:
         return 0
     totals = np.convolve(change, np.ones(n_frames - 1), mode="valid") if n_frames > 1 else change
     return int(np.argmax(totals))
+
+
+def strips_of_clip(data: Mapping[str, np.ndarray], clip: int = 0) -> dict[str, np.ndarray]:
+    """One clip's strip from a ``results/frames/<variant>.npz`` file (written by
+    :func:`opflowtalker.evaluate.strip_arrays`), under the names :func:`frame_strip_rows` reads:
+    ``generated``, ``real``, ``still_index`` and ``clip``."""
+    kept = int(np.asarray(data["n_clips"])) if "n_clips" in data else 0
+    if not 0 <= clip < kept:
+        raise ReportError(f"the frame file keeps {kept} clips (evaluate.strip_clips); there is no clip {clip}")
+    return {name: data[f"{name}_{clip}"] for name in ("generated", "real", "still_index", "clip")}
 
 
 def frame_strip_rows(frames: Mapping[str, Mapping], n_frames: int | None = None, start: int = 0,

@@ -15,6 +15,7 @@ from opflowtalker.metrics.sync import clip_sync_scores_judge, shifted_mel
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.lipreader import LipReader, LipReaderConfig, grammar_decode
 from opflowtalker.models.sync_judge import SyncJudge, SyncJudgeConfig, load_sync_judge
+from opflowtalker.report import strips_of_clip
 from opflowtalker.training.data import PreparedClip
 from opflowtalker.training.sync_judge import _judge_clips, judge_batch, judge_loss
 from opflowtalker.audio import mel_windows
@@ -173,14 +174,20 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
         c.key: Source(tmp_path / f"{i}.mp4", s, "voice") for i, (c, s) in enumerate(zip(clips, scripts))})
     import opflowtalker.metrics.speech as speech
     monkeypatch.setattr(speech, "transcribe", lambda video, grammar=None: scripts[int(video.stem)].lower())
-    params = EvalParams(landmark_frame_step=5, fd_frame_step=10, strip_frames=2, shift=5, threads=1)
+    params = EvalParams(landmark_frame_step=5, fd_frame_step=10, strip_frames=2, strip_clips=2, shift=5, threads=1)
     rows = evaluate_reference(prepared, {"kind": "corpus"}, judge_path, reader_path, tmp_path / "ref.npz", params)
     assert set(rows) == set(CONTROLS)
 
     monkeypatch.setattr(evaluate, "load_model_checkpoint", lambda path: torch.nn.Linear(1, 1))
     monkeypatch.setattr(evaluate, "generate_clip", lambda model, clip, window, batch: clip.faces.copy())
     copy = evaluate_generator("copy", "copies the real video", "unused", prepared, tmp_path / "ref.npz", judge_path,
-                              reader_path, params)
+                              reader_path, params, frames_out=tmp_path / "frames.npz")
+    # The strips of both kept clips come back, each its own clip's first frames.
+    with np.load(tmp_path / "frames.npz") as kept:
+        for i, clip in enumerate(clips):
+            strip = strips_of_clip(kept, i)
+            assert str(strip["clip"]) == clip.key and len(strip["generated"]) == 2
+            np.testing.assert_array_equal(strip["generated"], clip.faces[:2])
     truth = rows["ground_truth"]
     for key, values in truth["per_clip"].items():
         if key == "keys" or isinstance(values[0], str):
@@ -193,6 +200,9 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
     # The temporal metrics are scored for the controls too: the talking truth changes under a
     # still flow, the still frame does not.
     assert truth["jitter"] > 0.1 and still["jitter"] < 1e-3
+    # So does the lip flow error: DIS finds the motion of the talking frames, which the still flow
+    # lacks, and none in the still frame.
+    assert truth["flow_error"] > 0.02 and still["flow_error"] < 1e-3
     assert rows["wrong_audio"]["per_clip"]["speech"] == [s.lower() for s in scripts[::-1]]
     assert rows["shifted_audio"]["expected_offset"] == -5
     # The controls are renditions of the clips, nothing typed: the still one is one frame repeated.

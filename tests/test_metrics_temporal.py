@@ -1,10 +1,12 @@
-"""Temporal metrics: jitter (warping error against the true flow) and mouth motion in silence."""
+"""Temporal metrics: jitter (warping error against the true flow), mouth motion in silence and the
+lip flow error."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from opflowtalker.metrics.temporal import frame_levels, silence_motion, silent_frames, temporal_jitter, warp_errors
+from opflowtalker.metrics.temporal import (frame_levels, lip_flow_error, silence_motion, silent_frames, temporal_jitter,
+                                          warp_errors)
 
 
 def _texture(size=32, seed=0):
@@ -69,3 +71,20 @@ def test_mouth_motion_in_silence_counts_only_the_mouth_in_silent_pairs():
     elsewhere[1::2, :5] = 0
     assert silence_motion(elsewhere, flow, valid, mouth, silent) == 0
     assert np.isnan(silence_motion(frames, flow, valid, mouth, np.zeros(n, bool)))
+
+
+def test_lip_flow_error_is_small_for_the_moving_video_and_the_true_motion_for_a_still_one():
+    frames, flow, valid = _moving(n=6, size=48, dx=1)
+    mouth = np.zeros((48, 48), bool)
+    mouth[12:36, 6:26] = True
+    moving = lip_flow_error(frames, flow, valid, mouth)
+    still = lip_flow_error(np.repeat(frames[:1], 6, axis=0), flow, valid, mouth)
+    assert moving < 0.3
+    assert still == pytest.approx(1.0, abs=0.05)  # DIS finds no motion: the error is the true 1 px
+    # Only the mouth counts: motion the video gets wrong elsewhere does not.
+    wrong_elsewhere = frames.copy()
+    wrong_elsewhere[:, :, 40:] = frames[0, :, 40:]
+    assert lip_flow_error(wrong_elsewhere, flow, valid, mouth) == pytest.approx(moving, abs=0.05)
+    assert np.isnan(lip_flow_error(frames, flow, valid, np.zeros((48, 48), bool)))
+    with pytest.raises(ValueError, match="need frames"):
+        lip_flow_error(frames[:3], flow, valid, mouth)

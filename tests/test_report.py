@@ -19,7 +19,7 @@ from opflowtalker.report import (ReportError, agreement_with_paper, better_of, e
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
                                  winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
-                                 sharpness_sentence, window_loudness, window_samples)
+                                 sharpness_sentence, strips_of_clip, window_loudness, window_samples)
 from opflowtalker import audio
 from opflowtalker.tables import format_cell
 
@@ -236,6 +236,16 @@ def test_mouth_strips_start_where_asked_hold_the_still_frame_and_keep_the_lower_
         frame_strip_rows({"full": _frames("woman/1", 20, 3)}, still=True)
     with pytest.raises(ReportError, match="beyond the 6 real frames"):
         frame_strip_rows({"full": {**shown, "still_index": np.array(9)}}, still=True)
+
+
+def test_a_clip_the_frame_file_does_not_keep_is_refused_in_one_sentence():
+    kept = {"n_clips": np.array(1), **{f"{k}_0": v for k, v in _frames("woman/1", 10, 4).items()},
+            "still_index_0": np.array(2)}
+    assert str(strips_of_clip(kept, 0)["clip"]) == "woman/1"
+    with pytest.raises(ReportError, match="keeps 1 clips"):
+        strips_of_clip(kept, 1)
+    with pytest.raises(ReportError, match="keeps 0 clips"):
+        strips_of_clip(_frames("woman/1", 10, 4), 0)
 
 
 def test_frame_strips_from_different_clips_are_refused():

@@ -7,6 +7,11 @@ so that the head's own motion is not counted:
 * **Temporal jitter** (``jitter``): the mean absolute warping error over the face, in 8-bit grey
   levels. The real video scores what interpolation and encoding leave; a generator whose frames
   flicker or drift, or that does not move as the face moves, scores more.
+* **Lip flow error** (``flow_error``, the paper's Figure 6 as a number): the flow that DIS finds
+  between consecutive frames of the video against the real video's flow, as the mean end-point
+  error in pixels inside the mouth. DIS is the estimator that comes closest to the exact flow on
+  held-out pairs (the flow chapter), and it has no weights trained on the generators' data. The
+  real video scores DIS's own error; a still video scores the real mouth's mean motion.
 * **Mouth motion in silence** (``silence_motion``): the same error inside the mouth (the real
   lips' hull, grown) over the pairs of frames in silent stretches, where the truth holds the mouth
   at rest. It is what a lip-sync generator that keeps mumbling through pauses gets wrong.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["frame_levels", "silent_frames", "warp_errors", "temporal_jitter", "silence_motion"]
+__all__ = ["frame_levels", "silent_frames", "warp_errors", "temporal_jitter", "silence_motion", "lip_flow_error"]
 
 MEL_STEPS_PER_SECOND = 80.0  # Wav2Lip's mel (hop 200 at 16 kHz)
 
@@ -89,3 +94,25 @@ def silence_motion(frames: np.ndarray, flow: np.ndarray, valid: np.ndarray, mout
     region = mouth[:-1] if mouth.ndim == 3 else mouth
     errors = warp_errors(frames, flow, valid, region)
     return float(np.nanmean(errors[pairs])) if np.isfinite(errors[pairs]).any() else float("nan")
+
+
+def lip_flow_error(frames: np.ndarray, flow: np.ndarray, valid: np.ndarray, mouth: np.ndarray) -> float:
+    """The mean end-point error, in pixels, between DIS's flow of each pair of consecutive
+    ``frames`` (T, H, W, 3 uint8) and the real flow ``flow`` (T-1, H, W, 2), over the pixels
+    inside ``mouth`` ((T, H, W) or (H, W)) where ``valid`` (T-1, H, W) holds; NaN if there are none."""
+    from ..flow.classical import dis_flow
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or flow.shape[:1] != (len(frames) - 1,) or flow.shape[1:3] != frames.shape[1:3]:
+        raise ValueError(f"need frames (T, H, W, 3) and flow (T-1, H, W, 2), got {frames.shape} and {flow.shape}")
+    mouth = np.asarray(mouth, dtype=bool)
+    region = np.asarray(valid, dtype=bool) & np.broadcast_to(mouth[:-1] if mouth.ndim == 3 else mouth, valid.shape)
+    total, count = 0.0, 0
+    for t in range(len(frames) - 1):
+        if not region[t].any():
+            continue
+        estimate = dis_flow(frames[t], frames[t + 1])
+        error = np.linalg.norm(estimate - np.asarray(flow[t], dtype=np.float32), axis=-1)
+        total += float(error[region[t]].sum())
+        count += int(region[t].sum())
+    return total / count if count else float("nan")
