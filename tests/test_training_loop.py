@@ -26,7 +26,7 @@ from torch import nn
 from opflowtalker.losses import mouth_masks
 from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
 from opflowtalker.training.data import PreparedClip, generator_batch, lower_half_masked, syncnet_batch
-from opflowtalker.training.loop import LoopParams, fit, step_seed
+from opflowtalker.training.loop import LoopParams, fit, source_digest, step_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,6 +231,38 @@ def test_a_changed_configuration_does_not_resume_someone_elses_run(tmp_path):
                      LoopParams(steps=6, batch_size=4, lr=2e-2, checkpoint_every=2, log_every=2, threads=1),
                      metadata={"width": 2})
     assert other_meta["resumed_from"] == 0
+
+
+def test_a_run_whose_model_code_changed_starts_afresh(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    source = tmp_path / "tiny_model.py"
+    source.write_text("from torch import nn\n\n\nclass Tiny(nn.Linear):\n    pass\n")
+    spec = importlib.util.spec_from_file_location("tiny_model", source)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "tiny_model", module)  # imported, as the package's modules are
+    spec.loader.exec_module(module)
+
+    def tiny() -> nn.Module:
+        torch.manual_seed(0)
+        return module.Tiny(3, 1)
+
+    params = LoopParams(steps=6, batch_size=4, lr=1e-2, checkpoint_every=2, log_every=2, threads=1)
+    out, run_dir = tmp_path / "m.safetensors", tmp_path / "run"
+    before = source_digest(tiny(), _mse, _regression)
+    assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 0
+    assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 6
+    # The file that defines the model changes (its forward pass, say): the finished run is not reused.
+    source.write_text(source.read_text() + "\n# forward changed\n")
+    assert source_digest(tiny(), _mse, _regression) != before
+    assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 0
+    # A file beside it that defines none of the three leaves the digest alone.
+    elsewhere = tmp_path / "elsewhere.py"
+    elsewhere.write_text("x = 1\n")
+    unchanged = source_digest(tiny(), _mse, _regression)
+    elsewhere.write_text("x = 2\n")
+    assert source_digest(tiny(), _mse, _regression) == unchanged
 
 
 def test_a_finished_run_longer_than_asked_is_not_passed_off_as_a_shorter_one(tmp_path):

@@ -8,7 +8,9 @@
   ``checkpoint_every`` steps the model, the Adam moments and the log are written atomically to
   ``run_dir/resume.safetensors``; a run that is killed and started again continues from there and
   ends with the same weights as one that never stopped. The resume file remembers a fingerprint of
-  the parameters and metadata, so a changed configuration starts afresh instead of resuming.
+  the parameters, the metadata and the source of the files that define the model's class, the loss
+  and the batches, so a changed configuration, or a changed model or loss, starts afresh instead of
+  resuming (a finished run whose network has since changed is not passed off as the new one's).
 * **Multi-GPU.** Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1 in the environment) the
   model is wrapped in ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs); each rank draws its own
   ``batch_size / N`` samples and the gradients are averaged, so N ranks train on the same global batch
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -47,7 +50,7 @@ from torch import nn
 from ..files import write_json_atomic
 from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
 
-__all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed"]
+__all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed", "source_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +171,28 @@ def run_identity(params: Any) -> dict:
     return {k: v for k, v in asdict(params).items() if k not in CADENCE}
 
 
-def _fingerprint(name: str, params: LoopParams, metadata: dict) -> str:
+def _defining_file(obj: Any) -> str | None:
+    """The source file of the module that defines ``obj`` (a function, a class, or an instance's
+    class; a ``functools.partial``'s function), or None where there is none (a builtin)."""
+    obj = getattr(obj, "func", obj)
+    owner = obj if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj) else type(obj)
+    module = inspect.getmodule(owner)
+    try:
+        return inspect.getsourcefile(module) if module is not None else None
+    except TypeError:
+        return None
+
+
+def source_digest(*objects: Any) -> str:
+    """A digest of the source files that define ``objects`` (see :func:`_defining_file`): it changes
+    when one of those files changes, and not when they are reached from elsewhere."""
+    digest = hashlib.sha256()
+    for path in sorted({p for p in map(_defining_file, objects) if p}):
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(name: str, params: LoopParams, metadata: dict, code: str = "") -> str:
     # What must match for a resume to continue the same run. `steps` may grow (train longer) and
     # the logging cadence may change without invalidating the run; the same keys are dropped from
     # the model's own training parameters in ``metadata``.
@@ -177,7 +201,8 @@ def _fingerprint(name: str, params: LoopParams, metadata: dict) -> str:
     if isinstance(metadata.get("train_params"), dict):
         metadata = {**metadata, "train_params": {k: v for k, v in metadata["train_params"].items()
                                                  if k not in dropped}}
-    text = json.dumps({"name": name, "params": keyed, "metadata": metadata}, sort_keys=True, default=str)
+    text = json.dumps({"name": name, "params": keyed, "metadata": metadata, "code": code}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -296,7 +321,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(0.9, 0.999))
     autocast, amp_dtype = _autocast(params.precision, dist.device)
     scaler = torch.amp.GradScaler(dist.device.type) if amp_dtype == torch.float16 else None
-    fingerprint = _fingerprint(name, params, metadata)
+    fingerprint = _fingerprint(name, params, metadata, source_digest(model, loss_fn, sample_batch))
     resume_path = run_dir / "resume.safetensors"
     resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint, params)
     start, history, seconds, pending = resumed if resumed else (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
