@@ -62,14 +62,6 @@ class Occurrence:
     stop: int       # one past its last frame
 
 
-def _phones(meta: dict) -> list[tuple[str, float, float]]:
-    phones = meta["phones"]
-    if isinstance(phones, str):  # older corpus files kept the list as its text
-        import ast
-        phones = ast.literal_eval(phones)
-    return [(str(p), float(a), float(b)) for p, a, b in phones]
-
-
 def find_syllables(root: str | Path, syllables: dict[str, tuple[str, ...]] = SYLLABLES,
                    per_identity: int = 6) -> list[Occurrence]:
     """Up to ``per_identity`` occurrences of each syllable for each identity of the corpus at
@@ -78,7 +70,7 @@ def find_syllables(root: str | Path, syllables: dict[str, tuple[str, ...]] = SYL
     found: dict[tuple[str, str], list[Occurrence]] = {}
     for path in sorted(root.glob("*/*.json")):
         meta = json.loads(path.read_text())
-        phones = _phones(meta)
+        phones = [(str(p), float(a), float(b)) for p, a, b in meta["phones"]]
         names = [p for p, _, _ in phones]
         fps, n_frames = float(meta["fps"]), int(meta["n_frames"])
         for syllable, run in syllables.items():
