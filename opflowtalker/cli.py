@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     evaluation_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="the variant's metrics (.json)")
-    p.add_argument("--frames", type=Path, default=None, help="also keep a strip of generated frames (.npz)")
+    p.add_argument("--frames", type=Path, default=None, help="also keep the generated and real frames of the first test clips for the book (.npz)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("tables", help="Tables 1-3 from the evaluations, with the paper's reported numbers")
