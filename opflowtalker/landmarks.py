@@ -27,6 +27,9 @@ __all__ = [
     "MOUTH",
     "INNER_LIP",
     "JAW",
+    "NOSE",
+    "EYES",
+    "eye_to_mouth_distance",
     "face_alignment_weight_paths",
     "dlib_model_path",
     "mouth_mask",
@@ -37,9 +40,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JAW = slice(0, 17)
+NOSE = slice(27, 36)
+EYES = slice(36, 48)
 MOUTH = slice(48, 68)
 OUTER_LIP = slice(48, 60)
 INNER_LIP = slice(60, 68)
+
+
+def eye_to_mouth_distance(landmarks: np.ndarray) -> float:
+    """The median over frames of the distance between the eyes' centre and the mouth's centre in
+    (T, 68, 2) landmarks: the unit in which the lip reader's shapes and the syllables' flow are
+    measured, so that faces of any size in the crop compare."""
+    return float(np.median(np.linalg.norm(landmarks[:, MOUTH].mean(axis=1) - landmarks[:, EYES].mean(axis=1), axis=1)))
 
 # File names that face-alignment 1.5 gives its downloads in the torch hub cache.
 FACE_ALIGNMENT_FILES = {

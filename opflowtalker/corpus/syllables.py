@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from ..landmarks import MOUTH, NOSE, eye_to_mouth_distance
 from ..metrics.intervals import mean_interval, paired_interval
 
 __all__ = ["SYLLABLES", "Occurrence", "find_syllables", "lip_motion", "mouth_grid", "syllable_descriptors",
@@ -47,11 +48,6 @@ SYLLABLES: dict[str, tuple[str, ...]] = {
     "with": ("w", "ih", "dh"),
 }
 """GRID words of one syllable that every voice of the corpus says, as the phones it says them with."""
-
-_MOUTH = slice(48, 68)
-_NOSE = slice(27, 36)
-_EYES = slice(36, 48)
-
 
 @dataclass(frozen=True)
 class Occurrence:
@@ -92,10 +88,8 @@ def mouth_grid(landmarks: np.ndarray, grid: tuple[int, int] = (8, 12)) -> tuple[
     """Sample points (H, W, 2) as (x, y) over the mouth of a clip's landmarks (T, 68, 2): a box
     1.6 eye-to-mouth distances wide and 1.2 high around the mouth's median centre, and that
     distance (the unit of the descriptors)."""
-    eyes = landmarks[:, _EYES].mean(axis=1)
-    mouth = landmarks[:, _MOUTH].mean(axis=1)
-    unit = float(np.median(np.linalg.norm(mouth - eyes, axis=1)))
-    centre = np.median(mouth, axis=0)
+    unit = eye_to_mouth_distance(landmarks)
+    centre = np.median(landmarks[:, MOUTH].mean(axis=1), axis=0)
     ys = centre[1] + unit * np.linspace(-0.6, 0.6, grid[0])
     xs = centre[0] + unit * np.linspace(-0.8, 0.8, grid[1])
     return np.stack(np.meshgrid(xs, ys), axis=-1), unit
@@ -134,8 +128,15 @@ def _load_clip(root: Path, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def lip_motion(flow: np.ndarray, landmarks: np.ndarray, t: int, points: np.ndarray, unit: float) -> np.ndarray:
     """The flow from frame t to t+1 at ``points`` minus the head's own motion there (the flow at
     the nose), in eye-to-mouth distances."""
-    nose = landmarks[t, _NOSE].mean(axis=0)
+    nose = landmarks[t, NOSE].mean(axis=0)
     return (_sample(flow[t], points) - _sample(flow[t], nose[None])[0]) / unit
+
+
+def _syllable_motion(flow: np.ndarray, landmarks: np.ndarray, occurrence: Occurrence, points: np.ndarray,
+                     unit: float) -> np.ndarray:
+    """The lip motion (frames, H, W, 2) of every frame pair of ``occurrence`` (see :func:`lip_motion`)."""
+    return np.stack([lip_motion(flow, landmarks, t, points, unit)
+                     for t in range(occurrence.start, min(occurrence.stop, len(flow)))])
 
 
 def syllable_descriptors(root: str | Path, occurrences: list[Occurrence], grid: tuple[int, int] = (8, 12),
@@ -152,8 +153,7 @@ def syllable_descriptors(root: str | Path, occurrences: list[Occurrence], grid: 
         points, unit = mouth_grid(landmarks, grid)
         for i in indices:
             occ = occurrences[i]
-            motion = np.stack([lip_motion(flow, landmarks, t, points, unit)
-                               for t in range(occ.start, min(occ.stop, len(flow)))])
+            motion = _syllable_motion(flow, landmarks, occ, points, unit)
             flows[i] = _at_times(motion, _steps(0, len(motion), steps)).ravel()
             picture = np.stack([_sample(frame, points) for frame in grey[occ.start:occ.stop]])
             picture = _at_times(picture, _steps(0, len(picture), steps))
@@ -170,8 +170,7 @@ def syllable_pictures(root: str | Path, occurrence: Occurrence, size: tuple[int,
     the same moments of the syllable."""
     flow, landmarks, frames = _load_clip(Path(root), occurrence.key)
     points, unit = mouth_grid(landmarks, size)
-    motion = np.stack([lip_motion(flow, landmarks, t, points, unit)
-                       for t in range(occurrence.start, min(occurrence.stop, len(flow)))])
+    motion = _syllable_motion(flow, landmarks, occurrence, points, unit)
     times = _steps(0, len(motion) + 1, steps + 2)[1:-1]  # inside the syllable, not at its edges
     middle = frames[(occurrence.start + occurrence.stop - 1) // 2].astype(np.float32)
     picture = np.clip(_sample(middle, points), 0, 255).astype(np.uint8)

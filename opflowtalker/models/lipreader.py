@@ -49,6 +49,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..corpus.sentences import SLOTS
+from ..landmarks import EYES, MOUTH, eye_to_mouth_distance
 
 __all__ = [
     "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
@@ -65,8 +66,6 @@ GRID_WORDS = tuple(sorted({word.upper() for slot in SLOTS for word in slot}))
 BLANK = 0
 """Index of the CTC blank; token i of the vocabulary is class i + 1."""
 
-MOUTH = slice(48, 68)
-EYES = slice(36, 48)
 INPUTS = ("pixels", "landmarks")
 
 # The mouth points 48-67 mirrored left to right: outer lip 48-59 about 51 and 57, inner 60-67 about 62 and 66.
@@ -420,7 +419,7 @@ def mouth_shapes(landmarks: np.ndarray) -> np.ndarray:
     if not np.isfinite(landmarks).all():
         raise LipReaderError("mouth shapes need landmarks in every frame")
     mouth = landmarks[:, MOUTH]
-    scale = float(np.median(np.linalg.norm(mouth.mean(axis=1) - landmarks[:, EYES].mean(axis=1), axis=1)))
+    scale = eye_to_mouth_distance(landmarks)
     if not scale > 0:
         raise LipReaderError("the mouth and eye landmarks coincide, so no face size follows from them")
     return ((mouth - mouth.mean(axis=1, keepdims=True)) / scale).astype(np.float32)
