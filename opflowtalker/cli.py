@@ -31,6 +31,8 @@ STAGE_TIMES = Path("metrics/stage_times.json")
 
 
 def _stage_name(args: argparse.Namespace) -> str:
+    if getattr(args, "warm_up", False):
+        return f"warm-up {args.variant}"
     for attr in ("variant", "network"):
         if getattr(args, attr, None):
             return f"{args.command} {getattr(args, attr)}"
@@ -226,12 +228,26 @@ def _cmd_train_sync_judge(args: argparse.Namespace) -> None:
 
 def _cmd_train_generator(args: argparse.Namespace) -> None:
     from .params import load_params
-    from .training.generator import train_generator, variant_params
+    from .training.generator import train_generator, variant_params, warm_start_of, warm_up_params
 
-    params = variant_params(load_params(args.params).get("generators") or {}, args.variant)
-    log = train_generator(args.variant, args.prepared, args.out, params, args.run_dir or Path(f"runs/{args.variant}"),
-                          args.expert, args.flow_dir)
-    args.trained_seconds = log["seconds"]
+    group = load_params(args.params).get("generators") or {}
+    source = warm_start_of(group, args.variant)
+    if args.warm_up:
+        if source is not None:
+            raise UserError(f"{args.variant} is a loss variant; warm up the variant it starts from, {source}")
+        params, run_dir, warm = warm_up_params(group, args.variant), Path(f"runs/warm_up/{args.variant}"), None
+    else:
+        params, run_dir = variant_params(group, args.variant), Path(f"runs/{args.variant}")
+        if (source is None) != (args.warm_start is None):
+            raise UserError(f"{args.variant} continues the warm-up of {source}: give --warm-start" if source else
+                            f"{args.variant} trains from scratch: it takes no --warm-start")
+        warm = (source, args.warm_start) if source else None
+        if warm and not args.warm_start.is_file():
+            raise UserError(f"no warm start at {args.warm_start}; run `dvc repro warm_up@{source}` first")
+    log = train_generator(args.variant, args.prepared, args.out, params, args.run_dir or run_dir,
+                          args.expert, args.flow_dir, warm_start=warm, save_state=args.warm_up)
+    # This stage's own share: a loss variant's log counts the warm-up's seconds too.
+    args.trained_seconds = log["seconds"] - ((log.get("warm_start") or {}).get("seconds") or 0.0)
     if not _is_main_process():
         return
     last = log["history"]["eval"][-1]
@@ -284,8 +300,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .files import write_json_atomic
     from .params import load_params
 
+    from .training.generator import all_variants
+
     params = load_params(args.params)
-    variants = (params.get("generators") or {}).get("variants") or {}
+    variants = all_variants(params.get("generators") or {})
     if args.variant not in variants:
         raise UserError(f"no generator variant {args.variant!r}; params.yaml defines {', '.join(variants)}")
     label = (variants[args.variant] or {}).get("label", args.variant)
@@ -302,7 +320,9 @@ def _cmd_tables(args: argparse.Namespace) -> None:
     from .params import load_params
     from .tables import build_tables
 
-    variants = ((load_params(args.params).get("generators") or {}).get("variants")) or {}
+    from .training.generator import all_variants
+
+    variants = all_variants(load_params(args.params).get("generators") or {})
     try:
         tables = build_tables(args.results, variants, args.controls)
     except ValueError as error:
@@ -416,7 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-generator", help="train one generator variant (params.yaml: generators); "
                                                "resumes after a kill; torchrun runs it on N devices")
-    p.add_argument("variant", help="a key of generators.variants, e.g. full or wav2lip")
+    p.add_argument("variant", help="a key of generators.variants or generators.loss_variants, e.g. full or wav2lip")
+    p.add_argument("--warm-up", action="store_true",
+                   help="train only the first generators.warm_up.steps steps and write the whole training state "
+                        "to --out: the shared start of the variant's loss variants")
+    p.add_argument("--warm-start", type=Path, default=None,
+                   help="for a loss variant: the warm-up state of the variant it starts from")
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     p.add_argument("--expert", type=Path, default=Path("models/syncnet.safetensors"), help="the SyncNet expert")
     p.add_argument("--flow-dir", type=Path, default=Path("models/flow"), help="trained flow networks")

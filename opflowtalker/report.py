@@ -40,7 +40,7 @@ from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
 
-__all__ = ["ReportError", "PIPELINE_ORDER", "PAPER_ROWS", "variant_labels", "table_frame", "unavailable_notes",
+__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "agreement_sentence", "versus_reference", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
@@ -54,25 +54,15 @@ PIPELINE_ORDER = ("corpus", "lipreading-corpus", "preprocess", "model-cost", "tr
 
 TIE = "tie"
 
-# The paper's row that corresponds to each of our variants, per table (Tables 1-2 name the two
-# systems; Table 3 names the ablations). Our full model's flow network is set in params.yaml; the
-# paper's full model uses GMA.
-PAPER_ROWS = {
-    "table1": {"wav2lip": "Wav2Lip", "full": "OpFlowTalker"},
-    "table2": {"wav2lip": "Wav2Lip", "full": "OpFlowTalker"},
-    "table3": {"wav2lip": "Baseline Wav2Lip", "full": "Full model (GMA)", "flownet": "OFS with FlowNet2",
-               "no_audio_aug": "without Audio Augmentation", "no_flow_predictor": "without Optical Flow predictor",
-               "no_sequential_fusion": "without Sequential Fusion", "no_ofs": "without OFSM"},
-}
-
-
 class ReportError(ValueError):
     """Pipeline outputs that the chapter cannot report on; one sentence for the user."""
 
 
 def variant_labels(params: Mapping) -> dict[str, str]:
-    """``{variant: label}`` of ``params.yaml``'s ``generators.variants``, in the file's order."""
-    variants = (params.get("generators") or {}).get("variants") or {}
+    """``{variant: label}`` of ``params.yaml``'s generator variants (``generators.variants``, then
+    ``generators.loss_variants``), in the file's order."""
+    group = params.get("generators") or {}
+    variants = {**(group.get("variants") or {}), **(group.get("loss_variants") or {})}
     if not variants:
         raise ReportError("params.yaml defines no generators.variants to report on")
     return {name: (spec or {}).get("label", name) for name, spec in variants.items()}
@@ -208,6 +198,45 @@ def agreement_with_paper(table: Mapping, names: Mapping[str, str], full: str = "
                            "same" if here[c["key"]] == there[c["key"]] else
                            "tie here" if here[c["key"]] == TIE else "opposite")
             for c in table["columns"]}
+    return pd.DataFrame.from_dict(cells, orient="index", columns=[c["heading"] for c in table["columns"]])
+
+
+def agreement_sentence(table: Mapping) -> str:
+    """One sentence on whether this table agrees with the paper's direction: over every row the
+    paper also reports, against the row both compare with (``table["compare_with"]``), how often
+    the winner of a metric is the paper's, the other, or not measured here (paired interval)."""
+    anchor = table["compare_with"]
+    agreement = agreement_with_paper(table, table["paper_names"], anchor)
+    cells = agreement.to_numpy().ravel().tolist()
+    same, opposite, tied = cells.count("same"), cells.count("opposite"), cells.count("tie here")
+    compared = same + opposite + tied
+    label = _row(table["ours"], anchor)["label"]
+    if compared == 0:
+        return f"No metric of this table is both computed here and reported by the paper against {label}."
+    counts = (f"Against {label}, over the {compared} comparisons (row by metric) that both this run and the paper "
+              f"make, the winner is the paper's on {same}, the other on {opposite}, and no difference is measured "
+              f"here on {tied}")
+    if same + opposite == 0:
+        return counts + ": this run can neither confirm nor contradict the paper's direction."
+    if same > opposite:
+        return counts + ": where a difference is measured, it mostly goes the paper's way."
+    if opposite > same:
+        return counts + ": where a difference is measured, it mostly goes against the paper."
+    return counts + ": where a difference is measured, it goes as often each way."
+
+
+def versus_reference(table: Mapping) -> pd.DataFrame:
+    """Each row of ours that changes one switch from the table's reference, by column: ``"better"``
+    or ``"worse"`` than the reference by the paired 95% interval, ``"="`` when no difference is
+    measured, ``""`` when not computed. Rows by label, columns by heading."""
+    reference = table["reference"]
+    cells = {}
+    for row in table["ours"]:
+        if not row.get("switch") or row.get("kind") == "missing":
+            continue
+        winners = better_of(table["ours"], row["variant"], reference, table["columns"])
+        cells[row["label"]] = {c["heading"]: {None: "", TIE: "=", row["variant"]: "better"}.get(winners[c["key"]], "worse")
+                               for c in table["columns"]}
     return pd.DataFrame.from_dict(cells, orient="index", columns=[c["heading"] for c in table["columns"]])
 
 

@@ -1,10 +1,12 @@
-"""Tables 1-3 of the paper from the evaluation JSONs, with the paper's reported rows beside ours.
+"""Tables 1-3, 6 and 7 of the paper from the evaluation JSONs, with the paper's reported rows beside ours.
 
 Our rows come from ``metrics/generators/<variant>.json`` (written by ``opflowtalker evaluate``) and
 the control rows from ``metrics/controls/<control>.json`` (``opflowtalker evaluate-reference``,
 the same scoring function); each cell of ours carries its 95% bootstrap interval over the test
-clips, and each row its per-clip values for paired comparisons. The paper's are :data:`PAPER`, copied from its Tables 1-3 (LRS2) and always labelled "reported by
-the paper". The two are never mixed in one row: the paper trained on LRS2 at full size for days on
+clips, and each row its per-clip values for paired comparisons. The paper's are :data:`PAPER`, copied
+from its Tables 1-3, 6 and 7 (LRS2) and always labelled "reported by the paper". :data:`LAYOUT` says
+which of our variants fills each row, which paper row it stands beside, and the one switch in which
+an ablation row differs from its table's reference. The two are never mixed in one row: the paper trained on LRS2 at full size for days on
 GPUs, we train on the embedded corpus for minutes on a CPU, so only the *direction* of a difference
 (does a module help?) can be compared, not the numbers.
 
@@ -13,9 +15,10 @@ A metric that could not run is ``None`` in the JSON and its cell holds the reaso
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PAPER", "TABLES", "CONTROL_ROWS", "build_tables", "format_cell", "format_value", "load_rows"]
+__all__ = ["PAPER", "TABLES", "LAYOUT", "Row", "Table", "CONTROL_ROWS", "NOT_A_VARIANT", "build_tables", "format_cell", "format_value", "load_rows"]
 
 # Reported by the paper (LRS2). Table 1: PSNR, SSIM, M-LMD, F-LMD, FID, LSE-C, LPIPS.
 # Table 2: BLEU, WER, CER, ROUGE-L, VTCS-B, VTCS-W. Table 3: PSNR, SSIM, FID, LSE-C, M-LMD,
@@ -32,13 +35,34 @@ PAPER = {
         "OpFlowTalker": dict(bleu=0.3273, wer=0.8275, cer=0.5326, rouge_l=0.2718, vtcs_b=0.0175, vtcs_w=0.0174),
         "Ground Truth": dict(bleu=0.8401, wer=0.3508, cer=0.1383, rouge_l=0.6089, vtcs_b=0, vtcs_w=0),
     },
-    "table3": {
+    # Table 3, block by block (its Wav2Lip and full-model rows repeated where a block compares with them).
+    "table3a": {
+        "FlowNet2": dict(psnr=32.384, ssim=0.881, fid=2.529, lse_c=7.978, m_lmd=0.892, f_lmd=0.963, rouge_l=0.2590,
+                         vtcs_b=0.0179, vtcs_w=0.0176),
+        "RAFT": dict(psnr=32.488, ssim=0.886, fid=2.570, lse_c=7.923, m_lmd=0.910, f_lmd=0.966, rouge_l=0.2643,
+                     vtcs_b=0.0177, vtcs_w=0.0175),
+        "GMA": dict(psnr=32.832, ssim=0.888, fid=2.635, lse_c=8.162, m_lmd=0.890, f_lmd=0.960, rouge_l=0.2718,
+                    vtcs_b=0.0175, vtcs_w=0.0174),
+    },
+    "table3b": {
+        "1": dict(psnr=32.832, ssim=0.888, fid=2.635, lse_c=8.162, m_lmd=0.890, f_lmd=0.960, rouge_l=0.2718,
+                  vtcs_b=0.0175, vtcs_w=0.0174),
+        "2": dict(psnr=32.389, ssim=0.885, fid=2.614, lse_c=8.002, m_lmd=0.950, f_lmd=0.995, rouge_l=0.2571,
+                  vtcs_b=0.0179, vtcs_w=0.0181),
+        "5": dict(psnr=32.796, ssim=0.886, fid=2.662, lse_c=8.061, m_lmd=0.920, f_lmd=0.977, rouge_l=0.2555,
+                  vtcs_b=0.0181, vtcs_w=0.0180),
+    },
+    "table3c": {
+        "Face": dict(psnr=32.376, ssim=0.882, fid=2.721, lse_c=8.124, m_lmd=0.956, f_lmd=1.007, rouge_l=0.2495,
+                     vtcs_b=0.0181, vtcs_w=0.0180),
+        "Mouth": dict(psnr=32.388, ssim=0.880, fid=2.927, lse_c=8.276, m_lmd=0.971, f_lmd=1.010, rouge_l=0.2492,
+                      vtcs_b=0.0182, vtcs_w=0.0183),
+        "Face+Mouth": dict(psnr=32.638, ssim=0.883, fid=2.765, lse_c=8.320, m_lmd=0.959, f_lmd=1.014, rouge_l=0.2561,
+                           vtcs_b=0.0178, vtcs_w=0.0177),
+    },
+    "table3d": {
         "Baseline Wav2Lip": dict(psnr=31.150, ssim=0.853, fid=4.739, lse_c=7.519, m_lmd=1.247, f_lmd=1.196,
                                  rouge_l=0.1526, vtcs_b=0.0207, vtcs_w=0.0209),
-        "OFS with FlowNet2": dict(psnr=32.384, ssim=0.881, fid=2.529, lse_c=7.978, m_lmd=0.892, f_lmd=0.963,
-                                  rouge_l=0.2590, vtcs_b=0.0179, vtcs_w=0.0176),
-        "OFS with RAFT": dict(psnr=32.488, ssim=0.886, fid=2.570, lse_c=7.923, m_lmd=0.910, f_lmd=0.966,
-                              rouge_l=0.2643, vtcs_b=0.0177, vtcs_w=0.0175),
         "without Audio Augmentation": dict(psnr=32.547, ssim=0.883, fid=2.911, lse_c=8.138, m_lmd=0.971,
                                            f_lmd=1.005, rouge_l=0.2251, vtcs_b=0.0188, vtcs_w=0.0188),
         "without Optical Flow predictor": dict(psnr=32.588, ssim=0.881, fid=2.694, lse_c=8.237, m_lmd=0.985,
@@ -47,16 +71,43 @@ PAPER = {
                                           f_lmd=0.996, rouge_l=0.2325, vtcs_b=0.0188, vtcs_w=0.0189),
         "without OFSM": dict(psnr=32.371, ssim=0.876, fid=2.849, lse_c=8.200, m_lmd=1.010, f_lmd=1.043,
                              rouge_l=0.2508, vtcs_b=0.0181, vtcs_w=0.0182),
-        "Full model (GMA)": dict(psnr=32.832, ssim=0.888, fid=2.635, lse_c=8.162, m_lmd=0.890, f_lmd=0.960,
-                                 rouge_l=0.2718, vtcs_b=0.0175, vtcs_w=0.0174),
+        "Full model": dict(psnr=32.832, ssim=0.888, fid=2.635, lse_c=8.162, m_lmd=0.890, f_lmd=0.960,
+                           rouge_l=0.2718, vtcs_b=0.0175, vtcs_w=0.0174),
+    },
+    # Appendix A.3 (LRS2).
+    "table6": {
+        "MSE": dict(psnr=32.712, ssim=0.884, fid=2.712, lpips=0.081, lse_c=8.130, lse_d=6.043, m_lmd=0.972,
+                    f_lmd=1.0146, rouge_l=0.2481, vtcs_b=0.0182, vtcs_w=0.0178),
+        "MAE": dict(psnr=32.588, ssim=0.881, fid=2.694, lpips=0.080, lse_c=8.237, lse_d=6.020, m_lmd=0.9851,
+                    f_lmd=1.015, rouge_l=0.2426, vtcs_b=0.0184, vtcs_w=0.0183),
+    },
+    "table7": {
+        "Mean": dict(psnr=32.376, ssim=0.882, fid=2.721, lpips=0.080, lse_c=8.124, lse_d=6.036, m_lmd=0.956,
+                     f_lmd=1.007, rouge_l=0.2495, vtcs_b=0.0181, vtcs_w=0.0180),
+        "Max": dict(psnr=32.523, ssim=0.883, fid=2.824, lpips=0.075, lse_c=8.300, lse_d=5.905, m_lmd=0.943,
+                    f_lmd=0.996, rouge_l=0.2548, vtcs_b=0.0180, vtcs_w=0.0177),
     },
 }
+# Every table of the paper ends with its ground truth (Tables 3, 6 and 7 give the same one).
+_TRUTH3 = dict(psnr=100, ssim=1, fid=0, lse_c=8.248, m_lmd=0, f_lmd=0, rouge_l=0.6089, vtcs_b=0, vtcs_w=0)
+for _name in ("table3a", "table3b", "table3c", "table3d"):
+    PAPER[_name]["Ground Truth"] = dict(_TRUTH3)
+for _name in ("table6", "table7"):
+    PAPER[_name]["Ground Truth"] = dict(_TRUTH3, lpips=0, lse_d=6.258)
 
 # Columns of each table: (key, heading, higher is better). Ours add FD-face, LSE-D, the share of
 # clips whose best offset is right, WER against the script, and in every table the two temporal
 # metrics and the lip flow error (metrics/temporal.py), which the paper does not report as numbers.
 TEMPORAL = [("silence_motion", "motion in silence ↓", False), ("jitter", "jitter ↓", False),
             ("flow_error", "lip flow error ↓", False)]
+_TABLE3 = [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("fid", "FID ↓", False),
+           ("fd_face", "FD-face ↓", False), ("lse_c", "LSE-C ↑", True), ("m_lmd", "M-LMD ↓", False),
+           ("f_lmd", "F-LMD ↓", False), ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False),
+           ("vtcs_w", "VTCS-W ↓", False), *TEMPORAL]
+_APPENDIX = [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("fid", "FID ↓", False),
+             ("fd_face", "FD-face ↓", False), ("lpips", "LPIPS ↓", False), ("lse_c", "LSE-C ↑", True),
+             ("lse_d", "LSE-D ↓", False), ("m_lmd", "M-LMD ↓", False), ("f_lmd", "F-LMD ↓", False),
+             ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False), ("vtcs_w", "VTCS-W ↓", False), *TEMPORAL]
 TABLES = {
     "table1": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("m_lmd", "M-LMD ↓", False),
                ("f_lmd", "F-LMD ↓", False), ("fid", "FID ↓", False), ("fd_face", "FD-face ↓", False),
@@ -65,16 +116,76 @@ TABLES = {
     "table2": [("bleu", "BLEU ↑", True), ("wer", "WER ↓", False), ("cer", "CER ↓", False),
                ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False), ("vtcs_w", "VTCS-W ↓", False),
                ("wer_script", "WER vs script ↓", False), *TEMPORAL],
-    "table3": [("psnr", "PSNR ↑", True), ("ssim", "SSIM ↑", True), ("fid", "FID ↓", False),
-               ("fd_face", "FD-face ↓", False), ("lse_c", "LSE-C ↑", True), ("m_lmd", "M-LMD ↓", False),
-               ("f_lmd", "F-LMD ↓", False), ("rouge_l", "ROUGE-L ↑", True), ("vtcs_b", "VTCS-B ↓", False),
-               ("vtcs_w", "VTCS-W ↓", False), *TEMPORAL],
+    **{name: _TABLE3 for name in ("table3a", "table3b", "table3c", "table3d")},
+    **{name: _APPENDIX for name in ("table6", "table7")},
 }
 
-# Which of our variants appear in Tables 1 and 2 (Table 3 has every variant); the controls close
-# every table.
-MAIN_ROWS = ("wav2lip", "full", "full_motion")
+@dataclass(frozen=True)
+class Row:
+    """One row of a table: our variant, the paper's label for the same setting (None: the paper has
+    no such row), and the one field of the generator's parameters in which it differs from the
+    table's reference (None for the reference itself and for rows shown for context: the baseline,
+    our own additions)."""
+
+    variant: str
+    paper: str | None = None
+    switch: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the paper as we regenerate it: its rows in order, the reference every ablation
+    row differs from by one switch, and the variant whose paper row the others are compared with
+    (the paper's direction is read as "is this row better or worse than that one?")."""
+
+    title: str
+    rows: tuple[Row, ...]
+    reference: str
+    compare_with: str | None = None  # default: the reference
+    not_trained: tuple[tuple[str, str, str], ...] = ()  # (variant, label, why): rows the paper has
+    # and we do not train, shown with the reason in every cell
+
+    @property
+    def paper_names(self) -> dict[str, str]:
+        return {row.variant: row.paper for row in self.rows if row.paper is not None}
+
+    @property
+    def anchor(self) -> str:
+        return self.compare_with or self.reference
+
+
+# The paper's tables, ours beside them. Table 3 is split in its four blocks, each with its own
+# reference; every table ends with the controls (CONTROL_ROWS).
+LAYOUT = {
+    "table1": Table("Table 1: talking faces, image quality and lip sync", reference="full",
+                    rows=(Row("wav2lip", "Wav2Lip"), Row("full", "OpFlowTalker"), Row("full_motion"))),
+    "table2": Table("Table 2: lip-reading intelligibility", reference="full",
+                    rows=(Row("wav2lip", "Wav2Lip"), Row("full", "OpFlowTalker"), Row("full_motion"))),
+    "table3a": Table("Table 3a: the flow network of the OFS loss", reference="full", compare_with="raft",
+                     rows=(Row("flownet", "FlowNet2", "flow_network"), Row("raft", "RAFT", "flow_network"),
+                           Row("full")),
+                     not_trained=(("gma", "OFS with GMA", "not trained: the flow chapter's GMA has not left zero "
+                                   "flow on this budget, and it is the costliest network in the loss"),)),
+    "table3b": Table("Table 3b: the frame interval of the OFS loss", reference="interval_1",
+                     rows=(Row("interval_1", "1"), Row("interval_2", "2", "ofs_interval"),
+                           Row("interval_5", "5", "ofs_interval"))),
+    "table3c": Table("Table 3c: the area the OFS loss watches", reference="full",
+                     rows=(Row("ofs_face", "Face", "ofs_area"), Row("ofs_mouth", "Mouth", "ofs_area"),
+                           Row("full", "Face+Mouth"))),
+    "table3d": Table("Table 3d: each module of OpFlowTalker removed", reference="full",
+                     rows=(Row("wav2lip", "Baseline Wav2Lip"),
+                           Row("no_audio_aug", "without Audio Augmentation", "audio_aug"),
+                           Row("no_flow_predictor", "without Optical Flow predictor", "flow_predictor"),
+                           Row("no_sequential_fusion", "without Sequential Fusion", "sequential_fusion"),
+                           Row("no_ofs", "without OFSM", "ofs_weight"),
+                           Row("full", "Full model"), Row("full_motion"))),
+    "table6": Table("Table 6: the distance of the OFS loss", reference="full",
+                    rows=(Row("full", "MSE"), Row("ofs_mae", "MAE", "ofs_distance"))),
+    "table7": Table("Table 7: pooling the OFS loss over a window", reference="full",
+                    rows=(Row("full", "Mean"), Row("ofs_max", "Max", "ofs_reduction"))),
+}
 CONTROL_ROWS = ("ground_truth", "still_reference", "wrong_audio", "shifted_audio")
+NOT_A_VARIANT = "not a variant of params.yaml"
 
 
 def load_rows(*folders: str | Path) -> dict[str, dict]:
@@ -102,23 +213,44 @@ def format_cell(row: dict, key: str) -> str:
     return f"{format_value(value)} [{format_value(interval[0])}, {format_value(interval[1])}]"
 
 
+def _missing_row(variant: str, label: str, why: str, keys: list[str]) -> dict:
+    return {"variant": variant, "label": label, "kind": "missing", **{k: None for k in keys},
+            "ci": {k: None for k in keys}, "per_clip": {}, "cells": {k: f"n/a ({why})" for k in keys}}
+
+
 def build_tables(folder: str | Path, variants: dict[str, dict], controls: str | Path | None = None) -> dict:
-    """Our rows (in ``variants`` order, then the controls) and the paper's, for each table."""
+    """Each table of :data:`LAYOUT`: our rows in its order (a row whose variant ``variants`` does not
+    define, or that is not trained, shows why in its cells), then the controls, and the paper's rows."""
     rows = load_rows(folder, *([controls] if controls is not None else []))
     needed = list(variants) + (list(CONTROL_ROWS) if controls is not None else [])
     missing = [name for name in needed if name not in rows]
     if missing:
         raise ValueError(f"no evaluation of {', '.join(missing)} in {folder}; run `dvc repro` first")
     result = {}
-    for table, columns in TABLES.items():
-        names = [n for n in variants if table == "table3" or n in MAIN_ROWS] + \
-            [n for n in CONTROL_ROWS if n in rows]
+    for table, layout in LAYOUT.items():
+        columns = TABLES[table]
         keys = [k for k, _, _ in columns]
-        ours = [{"variant": n, "label": rows[n]["label"], "kind": rows[n].get("kind", "generator"),
-                 **{k: rows[n].get(k) for k in keys},
-                 "ci": {k: (rows[n].get("ci") or {}).get(k) for k in keys},
-                 "per_clip": {k: v for k, v in (rows[n].get("per_clip") or {}).items() if k in keys + ["keys"]},
-                 "cells": {k: format_cell(rows[n], k) for k in keys}} for n in names]
-        result[table] = {"columns": [{"key": k, "heading": h, "higher_is_better": b} for k, h, b in columns],
+        ours = []
+        for row in layout.rows:
+            if row.variant not in variants:
+                ours.append(_missing_row(row.variant, row.paper or row.variant, NOT_A_VARIANT, keys))
+                continue
+            r = rows[row.variant]
+            ours.append({"variant": row.variant, "label": r["label"], "kind": r.get("kind", "generator"),
+                         "switch": row.switch, **{k: r.get(k) for k in keys},
+                         "ci": {k: (r.get("ci") or {}).get(k) for k in keys},
+                         "per_clip": {k: v for k, v in (r.get("per_clip") or {}).items() if k in keys + ["keys"]},
+                         "cells": {k: format_cell(r, k) for k in keys}})
+        ours += [_missing_row(variant, label, why, keys) for variant, label, why in layout.not_trained]
+        for name in CONTROL_ROWS:
+            if name in rows:
+                r = rows[name]
+                ours.append({"variant": name, "label": r["label"], "kind": r.get("kind", "control"),
+                             **{k: r.get(k) for k in keys}, "ci": {k: (r.get("ci") or {}).get(k) for k in keys},
+                             "per_clip": {k: v for k, v in (r.get("per_clip") or {}).items() if k in keys + ["keys"]},
+                             "cells": {k: format_cell(r, k) for k in keys}})
+        result[table] = {"title": layout.title, "reference": layout.reference, "compare_with": layout.anchor,
+                         "paper_names": layout.paper_names,
+                         "columns": [{"key": k, "heading": h, "higher_is_better": b} for k, h, b in columns],
                          "ours": ours, "paper": PAPER[table]}
     return result

@@ -117,3 +117,26 @@ def test_the_sync_term_of_eq8_starts_late_and_trains_the_generator(model):
     grads = [p.grad for p in generator.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     assert all(p.grad is None for p in expert.parameters())
+
+
+def test_a_longer_windows_first_frames_are_those_of_a_shorter_window():
+    # Table 3b trains on 6-frame windows and every row is scored on 5-frame ones: the sequential
+    # fusion is causal and nothing else mixes frames, so the first 5 frames do not depend on the 6th.
+    torch.manual_seed(0)
+    model = OpFlowTalker(OpFlowTalkerConfig(window=6, width=0.0625))
+    audio, faces = _window(t=6)
+    with torch.no_grad():
+        # Batch-norm statistics of these inputs (at initialisation the network's output ignores them).
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None
+        model.train()(audio, faces, sample=False)
+        model.eval()
+        six = model.generate(audio, faces).frames
+        five = model.generate(audio[:, :5], faces[:, :, :5]).frames
+        changed = faces.clone()
+        changed[:, :, 5] = 1 - changed[:, :, 5]
+        other_sixth = model.generate(audio, changed).frames
+    torch.testing.assert_close(six[:, :, :5], five, rtol=0, atol=1e-6)
+    torch.testing.assert_close(other_sixth[:, :, :5], five, rtol=0, atol=1e-6)
+    assert (other_sixth[:, :, 5] - six[:, :, 5]).abs().max() > 1e-3

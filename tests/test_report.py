@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, agreement_with_paper, better_of, eval_curves, frame_strip_rows,
+from opflowtalker.report import (ReportError, agreement_sentence, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
                                  winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
@@ -105,6 +105,43 @@ def test_agreement_with_paper_compares_directions_not_numbers(table):
     assert agreement_with_paper(opposite, names).iloc[0].tolist() == ["opposite", "n/a", "tie here"]
     with pytest.raises(ReportError):
         agreement_with_paper(table, {"wav2lip": "Wav2Lip"})
+
+
+def _ablation(full: dict, row: dict) -> dict:
+    """A one-row ablation table with per-clip values: ``row`` changes one switch from ``full``."""
+    def scored(variant, label, values, switch=None):
+        r = _row(variant, label, **{k: float(np.mean(v)) for k, v in values.items()})
+        r["per_clip"] = {**values, "keys": [f"c{i}" for i in range(len(next(iter(values.values()))))]}
+        r["switch"] = switch
+        return r
+
+    return {"columns": COLUMNS, "reference": "full", "compare_with": "full",
+            "paper_names": {"full": "Mean", "ofs_max": "Max"},
+            "ours": [scored("full", "full model", full), scored("ofs_max", "max pooling", row, "ofs_max")],
+            "paper": {"Mean": {"psnr": 32.376, "lse_d": 6.036}, "Max": {"psnr": 32.523, "lse_d": 5.905}}}
+
+
+def test_versus_reference_marks_a_row_better_or_worse_only_outside_the_paired_interval():
+    clips = np.arange(8.0)
+    # The row is higher on PSNR on every clip by 1 (better), and equal up to noise on LSE-D.
+    table = _ablation({"psnr": clips, "lse_d": clips}, {"psnr": clips + 1, "lse_d": clips + np.tile([0.5, -0.5], 4)})
+    versus = versus_reference(table)
+    assert versus.to_dict(orient="index") == {"max pooling": {"PSNR ↑": "better", "LSE-D ↓": "=", "FID ↓": ""}}
+    worse = versus_reference(_ablation({"psnr": clips, "lse_d": clips}, {"psnr": clips - 1, "lse_d": clips + 1}))
+    assert worse.iloc[0].tolist() == ["worse", "worse", ""]
+
+
+def test_agreement_sentence_counts_the_papers_direction_and_says_what_follows():
+    clips = np.arange(8.0)
+    # The paper: Max beats Mean on PSNR (higher) and on LSE-D (lower). Here: Max wins PSNR, LSE-D level.
+    table = _ablation({"psnr": clips, "lse_d": clips}, {"psnr": clips + 1, "lse_d": clips + np.tile([0.5, -0.5], 4)})
+    text = agreement_sentence(table)
+    assert "the winner is the paper's on 1, the other on 0, and no difference is measured here on 1" in text
+    assert text.endswith("mostly goes the paper's way.")
+    against = _ablation({"psnr": clips, "lse_d": clips}, {"psnr": clips - 1, "lse_d": clips + 1})
+    assert agreement_sentence(against).endswith("mostly goes against the paper.")
+    level = _ablation({"psnr": clips, "lse_d": clips}, {"psnr": clips + np.tile([0.5, -0.5], 4), "lse_d": clips})
+    assert agreement_sentence(level).endswith("can neither confirm nor contradict the paper's direction.")
 
 
 def test_head_to_head_states_each_metric_with_hand_computed_differences(table):

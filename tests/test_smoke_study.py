@@ -52,10 +52,11 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     run = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
 
-    variants = yaml.safe_load(params)["generators"]["variants"]
+    group = yaml.safe_load(params)["generators"]
+    variants = [*group["variants"], *group["loss_variants"]]
     tables = json.loads((project / "metrics" / "tables.json").read_text())
-    table3 = [row["variant"] for row in tables["table3"]["ours"]]
-    assert table3 == [*variants, "ground_truth", "still_reference", "wrong_audio", "shifted_audio"]
+    shown = {row["variant"] for table in tables.values() for row in table["ours"] if row["kind"] != "missing"}
+    assert shown == {*variants, "ground_truth", "still_reference", "wrong_audio", "shifted_audio"}
     full = json.loads((project / "metrics" / "generators" / "full.json").read_text())
     assert full["clips"] == 2 and 0 < full["ssim"] < 1 and full["lse_d"] > 0
     assert set(full["ci"]) >= {"psnr", "lse_c", "wer", "wer_script", "fd_face"}
@@ -65,11 +66,14 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     for name in variants:
         assert (project / "models" / "generators" / f"{name}.safetensors").is_file()
         assert (project / "runs" / name / "live").is_dir()  # dvclive's logs
+    for name in group["loss_variants"]:  # each continued its reference's warm-up
+        log = json.loads((project / "models" / "generators" / f"{name}.json").read_text())
+        assert log["warm_start"]["steps"] == 2 and log["resumed_from"] == 2
     times = json.loads((project / "metrics" / "stage_times.json").read_text())
     reader = json.loads((project / "models" / "lipreader.json").read_text())
     assert reader["train_clips"]["extra"] > 0  # the lip-reading corpus joined the training clips
     assert {"corpus", "lipreading-corpus", "train-syncnet", "train-sync-judge", "train-lipreader", "train-generator full",
-            "evaluate full", "evaluate-reference"} <= set(times)
+            "evaluate full", "evaluate-reference", "warm-up full", "train-generator ofs_mae"} <= set(times)
     assert (project / "book" / "_build" / "html" / "chapters" / "study.html").is_file()
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]

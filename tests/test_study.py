@@ -218,8 +218,17 @@ def test_tables_hold_our_rows_the_ground_truth_and_the_paper_labelled_apart(tmp_
         (tmp_path / f"{variant}.json").write_text(json.dumps(_row(variant, variant, 0.5)))
     tables = build_tables(tmp_path, variants, tmp_path)
     controls = ["ground_truth", "still_reference", "wrong_audio", "shifted_audio"]
-    assert [r["variant"] for r in tables["table1"]["ours"]] == ["wav2lip", "full", *controls]
-    assert [r["variant"] for r in tables["table3"]["ours"]] == ["wav2lip", "full", "no_ofs", *controls]
+    assert [r["variant"] for r in tables["table1"]["ours"]] == ["wav2lip", "full", "full_motion", *controls]
+    # Table 3d's rows in its order; those params.yaml does not define say so in every cell.
+    table3d = tables["table3d"]["ours"]
+    assert [r["variant"] for r in table3d] == ["wav2lip", "no_audio_aug", "no_flow_predictor", "no_sequential_fusion",
+                                               "no_ofs", "full", "full_motion", *controls]
+    assert table3d[1]["kind"] == "missing" and table3d[1]["cells"]["psnr"] == "n/a (not a variant of params.yaml)"
+    assert table3d[4]["switch"] == "ofs_weight" and table3d[4]["cells"]["psnr"] == "3.0000"
+    assert tables["table3a"]["compare_with"] == "raft" and tables["table3a"]["paper_names"]["flownet"] == "FlowNet2"
+    gma = next(r for r in tables["table3a"]["ours"] if r["variant"] == "gma")
+    assert gma["cells"]["lse_c"].startswith("n/a (not trained")
+    assert list(tables["table6"]["paper"]) == ["MSE", "MAE", "Ground Truth"]
     assert tables["table1"]["ours"][1]["cells"]["fid"] == "n/a (needs Inception weights)"
     assert tables["table2"]["paper"] == PAPER["table2"]
     assert format_cell({"psnr": 31.15123}, "psnr") == "31.151" and format_cell({"wer": 0.123456}, "wer") == "0.1235"

@@ -52,3 +52,72 @@ def test_train_syncnet_under_torchrun_trains_one_model_on_two_processes(tmp_path
     model = load_model_checkpoint(out)
     assert type(model).__name__ == "SyncNet" and model.config == {"width": 0.125}
     assert (tmp_path / "run" / "resume.safetensors").is_file() and (tmp_path / "run" / "live").is_dir()
+
+
+def _generator_params(tmp_path, loss_variants):
+    params = {"generators": {
+        "defaults": {"width": 0.0625, "steps": 4, "batch_size": 2, "ofs_weight": 0.0, "sync_weight": 0.0,
+                     "mouth_weight": 1.0, "eval_windows": 2, "checkpoint_every": 2, "log_every": 1, "threads": 1},
+        "variants": {"full": {}},
+        "warm_up": {"steps": 2, "variants": ["full"]},
+        "loss_variants": loss_variants}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _train(tmp_path, variant, out, *extra):
+    from opflowtalker.cli import main
+
+    return main(["train-generator", variant, "--prepared", str(tmp_path / "prepared"), "--out", str(out),
+                 "--run-dir", str(tmp_path / "runs" / out.stem), "--params", str(tmp_path / "params.yaml"), *extra])
+
+
+def test_a_loss_variant_continues_the_warm_up_of_its_variant_with_its_own_loss(tmp_path):
+    from opflowtalker.models.checkpoints import load_safetensors
+
+    _prepared(tmp_path / "prepared")
+    _generator_params(tmp_path, {"same": {"mouth_weight": 1.0, "warm_start": "full"},
+                                 "heavier": {"mouth_weight": 5.0, "warm_start": "full"}})
+    models = tmp_path / "models"
+    assert _train(tmp_path, "full", models / "full.safetensors") == 0
+    warm = models / "warm" / "full.safetensors"
+    assert _train(tmp_path, "full", warm, "--warm-up") == 0
+    for name in ("same", "heavier"):
+        assert _train(tmp_path, name, models / f"{name}.safetensors", "--warm-start", str(warm)) == 0
+
+    full, _ = load_safetensors(models / "full.safetensors")
+    same, same_meta = load_safetensors(models / "same.safetensors")
+    heavier, _ = load_safetensors(models / "heavier.safetensors")
+    # The warm-up is the full model's own first two steps: going on with the same loss ends where
+    # the full model ends, bit for bit; another loss ends elsewhere.
+    assert all(torch_equal(full[k], same[k]) for k in full)
+    assert not all(torch_equal(full[k], heavier[k]) for k in full)
+    assert same_meta["warm_start"] == {"variant": "full", "steps": 2}
+    log = json.loads((models / "heavier.json").read_text())
+    warm_log = json.loads(warm.with_suffix(".json").read_text())
+    assert log["resumed_from"] == 2 and log["warm_start"]["steps"] == 2
+    assert log["history"]["step"] == [1, 2, 3, 4] and log["history"]["l1"][:2] == warm_log["history"]["l1"]
+
+
+def test_a_loss_variant_that_changes_more_than_its_loss_is_refused_in_one_line(tmp_path, capsys):
+    _prepared(tmp_path / "prepared")
+    _generator_params(tmp_path, {"wider": {"width": 0.125, "warm_start": "full"},
+                                 "orphan": {"mouth_weight": 2.0},
+                                 "fine": {"mouth_weight": 2.0, "warm_start": "full"}})
+    models = tmp_path / "models"
+    assert _train(tmp_path, "wider", models / "wider.safetensors", "--warm-start", str(models / "w.safetensors")) == 2
+    assert "may change only its loss" in capsys.readouterr().err
+    assert _train(tmp_path, "orphan", models / "orphan.safetensors") == 2
+    assert "names no warm_start" in capsys.readouterr().err
+    assert _train(tmp_path, "fine", models / "fine.safetensors") == 2  # no --warm-start given
+    assert "give --warm-start" in capsys.readouterr().err
+    assert _train(tmp_path, "fine", models / "fine.safetensors", "--warm-start", str(models / "none.safetensors")) == 2
+    assert "run `dvc repro warm_up@full` first" in capsys.readouterr().err
+    assert not (models / "fine.safetensors").exists()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -26,10 +26,18 @@ lambda = (1, 0.1, 1) with the sync term from step 20,000. The study chapter prin
 the run it reports.
 
 A *variant* is a named set of overrides of :class:`GeneratorTrainParams` (``params.yaml``:
-``generators.variants``): the full model, each module of Table 3d switched off, the flow network of
-Table 3a, the interval of Table 3b, the area of Table 3c. Every variant trains on the same windows in
+``generators.variants``, trained from scratch: the baseline, the full model, each module of Table 3d
+switched off, and the six-frame reference of Table 3b). Every variant trains on the same windows in
 the same order with the same number of steps (the seed fixes them), so the rows of a table differ
 only in what the row names.
+
+A *loss variant* (``generators.loss_variants``) changes only the loss of the variant it names as
+``warm_start``: the flow network of Table 3a, the interval of Table 3b, the area of Table 3c, the
+distance of Table 6, the pooling of Table 7. It continues that variant's state after its first
+``generators.warm_up.steps`` steps (stage ``warm_up@NAME``) with its own loss: those steps are the
+ones the variant itself took, so the rows share them and differ in what came after. Which fields a
+loss variant may change is :data:`LOSS_SWITCHES`; anything else (the architecture, the data, the
+optimiser) would make the shared part another model's and is refused.
 """
 from __future__ import annotations
 
@@ -52,10 +60,16 @@ from ..params import ParamsError, from_mapping
 from .data import GeneratorBatch, generator_batch, load_split
 from .loop import LoopParams, distributed, fit
 
-__all__ = ["GeneratorTrainParams", "variant_params", "build_generator", "GeneratorLoss", "train_generator",
-           "OFS_AREAS"]
+__all__ = ["GeneratorTrainParams", "variant_params", "all_variants", "warm_start_of", "warm_up_params",
+           "build_generator", "GeneratorLoss", "train_generator", "OFS_AREAS", "LOSS_SWITCHES"]
 
 log = logging.getLogger(__name__)
+
+# What a loss variant may change from the variant it warm-starts from: terms of Eq. 7 and Eq. 8.
+LOSS_SWITCHES = ("flow_network", "ofs_interval", "ofs_area", "ofs_distance", "ofs_reduction", "ofs_weight",
+                 "sync_weight", "l1_weight", "mouth_weight", "kl_weight", "flow_iters", "flow_size", "ofs_windows")
+# Fields that say how long and how often, not what is trained (a warm-up is shorter).
+_CADENCE = ("steps", "checkpoint_every", "log_every", "eval_windows", "threads")
 
 # Table 3c: which region the OFS loss watches -> alpha of Eq. 7 (0: face only, 1: mouth only).
 OFS_AREAS = {"face": 0.0, "mouth": 1.0, "face+mouth": 0.1}
@@ -128,15 +142,68 @@ class GeneratorTrainParams:
         return LoopParams.of(self)
 
 
-def variant_params(group: dict, variant: str) -> GeneratorTrainParams:
-    """The parameters of one variant: ``group['defaults']`` overridden by ``group['variants'][variant]``."""
-    variants = group.get("variants") or {}
+def all_variants(group: dict) -> dict[str, dict]:
+    """Every variant of the ``generators`` group, those trained from scratch first, then the loss
+    variants, each in the file's order: ``{name: its overrides}``."""
+    scratch, loss = group.get("variants") or {}, group.get("loss_variants") or {}
+    both = set(scratch) & set(loss)
+    if both:
+        raise ParamsError(f"generator variants defined twice (variants and loss_variants): {', '.join(sorted(both))}")
+    return {**scratch, **loss}
+
+
+def _overrides(group: dict, variant: str) -> tuple[dict, str]:
+    variants = all_variants(group)
     if variant not in variants:
         raise ParamsError(f"no generator variant {variant!r}; params.yaml defines {', '.join(variants) or 'none'}")
-    values = {**(group.get("defaults") or {}), **(variants[variant] or {})}
-    values.pop("label", None)
-    values.pop("table", None)
-    return from_mapping(GeneratorTrainParams, values, f"params.yaml: generators.variants.{variant}")
+    where = "loss_variants" if variant in (group.get("loss_variants") or {}) else "variants"
+    return dict(variants[variant] or {}), f"params.yaml: generators.{where}.{variant}"
+
+
+def variant_params(group: dict, variant: str) -> GeneratorTrainParams:
+    """The parameters of one variant: ``group['defaults']`` overridden by the variant's own."""
+    overrides, where = _overrides(group, variant)
+    values = {**(group.get("defaults") or {}), **overrides}
+    for key in ("label", "warm_start"):
+        values.pop(key, None)
+    return from_mapping(GeneratorTrainParams, values, where)
+
+
+def warm_start_of(group: dict, variant: str) -> str | None:
+    """The variant whose first steps ``variant`` continues (None: it trains from scratch)."""
+    overrides, where = _overrides(group, variant)
+    source = overrides.get("warm_start")
+    if source is None:
+        if variant in (group.get("loss_variants") or {}):
+            raise ParamsError(f"{where} names no warm_start (the variant whose loss it changes)")
+        return None
+    if source not in (group.get("variants") or {}):
+        raise ParamsError(f"{where}: warm_start {source!r} is not a variant trained from scratch")
+    if source not in ((group.get("warm_up") or {}).get("variants") or []):
+        raise ParamsError(f"{where}: warm_start {source!r} is not in generators.warm_up.variants")
+    changed = changed_fields(variant_params(group, source), variant_params(group, variant))
+    foreign = [k for k in changed if k not in LOSS_SWITCHES]
+    if foreign:
+        raise ParamsError(f"{where} changes {', '.join(foreign)} from {source}; a loss variant may change only "
+                          f"its loss ({', '.join(LOSS_SWITCHES)})")
+    return source
+
+
+def changed_fields(a: GeneratorTrainParams, b: GeneratorTrainParams) -> list[str]:
+    """The fields in which two variants' parameters differ, their length and cadence aside."""
+    da, db = asdict(a), asdict(b)
+    return [k for k in da if k not in _CADENCE and da[k] != db[k]]
+
+
+def warm_up_params(group: dict, variant: str) -> GeneratorTrainParams:
+    """The first ``generators.warm_up.steps`` steps of ``variant``: the part its loss variants share."""
+    steps = int((group.get("warm_up") or {}).get("steps", 0))
+    params = variant_params(group, variant)
+    if not 0 < steps < params.steps:
+        raise ParamsError(f"generators.warm_up.steps must lie between 0 and {variant}'s {params.steps} steps, got {steps}")
+    values = asdict(params)
+    values["steps"] = steps
+    return GeneratorTrainParams(**values)
 
 
 def build_generator(params: GeneratorTrainParams) -> nn.Module:
@@ -207,9 +274,34 @@ def _val_windows(clips, params: GeneratorTrainParams) -> GeneratorBatch:
                            with_flow=False)
 
 
+def _check_warm_start(path: Path, source: str, params: GeneratorTrainParams) -> dict:
+    """What the loss variant's checkpoint records of its warm start, after checking that ``path``
+    is the warm-up of ``source`` and differs from ``params`` only in :data:`LOSS_SWITCHES`."""
+    from ..models.checkpoints import CheckpointError
+    from .loop import read_state
+
+    try:
+        _, meta = read_state(path)
+    except (CheckpointError, OSError) as error:
+        raise ParamsError(f"cannot read the warm start {path}: {error}") from None
+    recorded = (meta.get("metadata") or {})
+    if recorded.get("variant") != source or not isinstance(recorded.get("train_params"), dict):
+        raise ParamsError(f"{path} is not the warm-up of {source} (it holds {recorded.get('variant')!r})")
+    warm = from_mapping(GeneratorTrainParams, recorded["train_params"], str(path))
+    foreign = [k for k in changed_fields(warm, params) if k not in LOSS_SWITCHES]
+    if foreign:
+        raise ParamsError(f"{path} was trained with other {', '.join(foreign)} than this variant; rerun warm_up@{source}")
+    return {"variant": source, "steps": int(meta["step"])}
+
+
 def train_generator(variant: str, prepared: str | Path, out: str | Path, params: GeneratorTrainParams,
-                    run_dir: str | Path, expert_path: str | Path | None, flow_dir: str | Path = "models/flow") -> dict:
-    """Train one variant; the checkpoint records its parameters so evaluation can rebuild it."""
+                    run_dir: str | Path, expert_path: str | Path | None, flow_dir: str | Path = "models/flow",
+                    warm_start: tuple[str, Path] | None = None, save_state: bool = False) -> dict:
+    """Train one variant; the checkpoint records its parameters so evaluation can rebuild it.
+
+    ``warm_start``: (the source variant, its warm-up state file) for a loss variant.
+    ``save_state``: write the whole training state to ``out`` (the warm-up of a variant)."""
+    warm = _check_warm_start(Path(warm_start[1]), warm_start[0], params) if warm_start else None
     device = distributed().device  # this rank's GPU under torchrun
     expert = None
     if params.sync_weight > 0:
@@ -240,6 +332,9 @@ def train_generator(variant: str, prepared: str | Path, out: str | Path, params:
 
     torch.manual_seed(params.seed)
     model = build_generator(params)
+    metadata = {"variant": variant, "train_params": asdict(params)}
+    if warm is not None:
+        metadata["warm_start"] = warm
     return fit(f"generator-{variant}", model, loss, sample, out, run_dir, params.loop(), evaluate=evaluate,
-               metadata={"variant": variant, "train_params": asdict(params)})
+               metadata=metadata, warm_start=warm_start[1] if warm_start else None, save_state=save_state)
 

@@ -21,6 +21,12 @@
   constant rate keeps jittering around a minimum). The steps before the decay are those of a
   constant-rate run, so a run trained at a constant rate resumes into a longer one that decays at
   its end; a checkpoint written inside one decay resumes only under the same schedule.
+* **A shared first part.** ``warm_start`` names the state file of another run (written by a fit
+  with ``save_state``: the model, the Adam moments, the step and the log). A run that has no
+  resume checkpoint of its own continues from that state instead of step 0: variants that differ
+  only in their loss then share their first steps, the same steps each would have taken alone
+  (a step's batch and randomness depend on its number only). The caller says which runs may share
+  one; the loop checks that the state is for fewer steps and under a schedule that allows it.
 * **Logs.** The loss terms every ``log_every`` steps go to the returned log (written next to the
   checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``.
 
@@ -50,7 +56,8 @@ from torch import nn
 from ..files import write_json_atomic
 from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
 
-__all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed", "source_digest"]
+__all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed", "source_digest",
+           "read_state"]
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +243,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 
 
 def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, history: dict, seconds: float,
-                 fingerprint: str, pending: dict, decay_from: int | None) -> None:
+                 fingerprint: str, pending: dict, decay_from: int | None, metadata: dict | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
@@ -244,7 +251,40 @@ def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, his
             "decay_from": decay_from, "param_groups": groups,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "pending": pending}
+    if metadata is not None:
+        meta["metadata"] = metadata
     save_safetensors(tensors, path, metadata=meta)
+
+
+def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of a loop state file (a resume checkpoint or a ``save_state`` output)."""
+    tensors, meta = load_safetensors(path)
+    if "step" not in meta or "param_groups" not in meta:
+        raise CheckpointError(f"{path} is not a training state (no step or optimizer groups in it)")
+    return tensors, meta
+
+
+def _restore(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module, optimizer, scaler
+             ) -> tuple[int, dict, float, dict]:
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
+                       meta["param_groups"])
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    # The loss sums of the steps since the last log point, so the next logged mean is unchanged.
+    pending = meta.get("pending") or {"sums": {}, "count": 0}
+    return int(meta["step"]), meta["history"], float(meta["seconds"]), pending
+
+
+def _load_warm_start(path: Path, model: nn.Module, optimizer, scaler, params: LoopParams
+                     ) -> tuple[int, dict, float, dict]:
+    tensors, meta = read_state(path)
+    step = int(meta["step"])
+    if step >= params.steps:
+        raise ValueError(f"the warm start {path} holds {step} steps, not fewer than the {params.steps} to train")
+    if not _schedule_allows(step, meta.get("decay_from"), params):
+        raise ValueError(f"the warm start {path} was trained under another learning-rate schedule")
+    return _restore(tensors, meta, model, optimizer, scaler)
 
 
 def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str, params: LoopParams
@@ -266,14 +306,7 @@ def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: s
     if not _schedule_allows(int(meta["step"]), meta.get("decay_from"), params):
         log.warning("%s was trained under another learning-rate schedule; starting afresh", path)
         return None
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
-                       meta["param_groups"])
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
-    # The loss sums of the steps since the last log point, so the next logged mean is unchanged.
-    pending = meta.get("pending") or {"sums": {}, "count": 0}
-    return int(meta["step"]), meta["history"], float(meta["seconds"]), pending
+    return _restore(tensors, meta, model, optimizer, scaler)
 
 
 def _live(run_dir: Path, resume: bool):
@@ -298,7 +331,7 @@ def _mean_over_ranks(values: dict[str, float], dist: Distributed) -> dict[str, f
 def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], dict[str, torch.Tensor]],
         sample_batch: Callable[[np.random.Generator, int], Any], out: str | Path, run_dir: str | Path,
         params: LoopParams, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-        metadata: dict | None = None) -> dict:
+        metadata: dict | None = None, warm_start: str | Path | None = None, save_state: bool = False) -> dict:
     """Train ``model`` for ``params.steps`` steps; write it to ``out`` (safetensors) and its log to
     ``out`` with suffix ``.json``; return the log.
 
@@ -307,6 +340,9 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     tensors, ``"loss"`` among them. ``evaluate(model)`` (rank 0, eval mode, no grad) returns numbers
     logged every ``eval_every`` steps and at the end. ``metadata`` is stored in the checkpoint (put
     what is needed to rebuild the model there) and is part of the resume fingerprint.
+    ``warm_start``: a state file to continue from when this run has no resume checkpoint of its own
+    (see the module's text). ``save_state``: ``out`` holds the whole loop state (model, Adam moments,
+    step, log and ``metadata``), a warm start for other runs, instead of the bare weights.
     """
     out, run_dir = Path(out), Path(run_dir)
     metadata = dict(metadata or {})
@@ -324,7 +360,11 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     fingerprint = _fingerprint(name, params, metadata, source_digest(model, loss_fn, sample_batch))
     resume_path = run_dir / "resume.safetensors"
     resumed = _load_resume(resume_path, model, optimizer, scaler, fingerprint, params)
-    start, history, seconds, pending = resumed if resumed else (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
+    warmed = None
+    if resumed is None and warm_start is not None:
+        warmed = _load_warm_start(Path(warm_start), model, optimizer, scaler, params)
+        log.info("%s: continuing the shared first %d steps of %s", name, warmed[0], warm_start)
+    start, history, seconds, pending = resumed or warmed or (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
     if resumed:
         log.info("%s: resuming at step %d from %s", name, start, resume_path)
     train_model: nn.Module = model
@@ -402,14 +442,20 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
         run_evaluation(params.steps)
     seconds += time.perf_counter() - clock
     result = {"name": name, "steps": params.steps, "resumed_from": start, "seconds": seconds,
+              "warm_start": ({"file": str(warm_start), "steps": warmed[0], "seconds": warmed[2]}
+                             if warmed else None),
               "world_size": dist.world_size, "device": str(dist.device.type),
               "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
               "params": asdict(params), "history": history}
     if dist.main:
         _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
                      {"sums": {}, "count": 0}, params.decay_from)
-        save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
-                                                                      "seed": params.seed}})
+        if save_state:
+            _save_resume(out, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
+                         {"sums": {}, "count": 0}, params.decay_from, metadata)
+        else:
+            save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
+                                                                          "seed": params.seed}})
         write_json_atomic(out.with_suffix(".json"), result)
         if live is not None:
             live.end()
