@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, agreement_sentence, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
+from opflowtalker.report import (ReportError, agreement_sentence, flow_network_bounds, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
                                  winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
@@ -411,3 +411,14 @@ def test_head_to_head_pairs_every_metric_of_every_table_by_its_clips():
                                                           }[r["variant"]]}} for r in (a, b)]}
     text = head_to_head_sentences(tables, "a", "b")
     assert "compared as printed" not in text and text.count("paired 95% interval") == 2
+
+
+def test_flow_network_bounds_hold_the_ofs_network_and_gma_to_their_claims():
+    estimators = {"zero flow": {"epe_mouth": 0.8}, "raft_small": {"epe_mouth": 0.5}, "raft": {"epe_mouth": 0.6},
+                  "gma": {"epe_mouth": 0.7}}
+    bounds = flow_network_bounds(estimators, "raft_small")
+    assert bounds["measured"].tolist() == [0.375, round(0.7 / 0.6, 3)] and not bounds["met"].any()
+    estimators.update(raft_small={"epe_mouth": 0.4}, gma={"epe_mouth": 0.6})
+    assert flow_network_bounds(estimators, "raft_small")["met"].all()  # half removed; GMA level with RAFT
+    with pytest.raises(ReportError):
+        flow_network_bounds({"zero flow": {"epe_mouth": 0.8}}, "dis")
