@@ -99,6 +99,14 @@ def test_a_loss_variant_continues_the_warm_up_of_its_variant_with_its_own_loss(t
     assert log["resumed_from"] == 2 and log["warm_start"]["steps"] == 2
     assert log["history"]["step"] == [1, 2, 3, 4] and log["history"]["l1"][:2] == warm_log["history"]["l1"]
 
+    # Trained on from its own checkpoint, a loss variant still says where its first steps came from.
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["generators"]["defaults"]["steps"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert _train(tmp_path, "heavier", models / "heavier.safetensors", "--warm-start", str(warm)) == 0
+    longer = json.loads((models / "heavier.json").read_text())
+    assert longer["resumed_from"] == 4 and longer["warm_start"] == log["warm_start"]
+
 
 def test_a_loss_variant_that_changes_more_than_its_loss_is_refused_in_one_line(tmp_path, capsys):
     _prepared(tmp_path / "prepared")

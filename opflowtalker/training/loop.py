@@ -243,14 +243,15 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
 
 
 def _save_resume(path: Path, model: nn.Module, optimizer, scaler, step: int, history: dict, seconds: float,
-                 fingerprint: str, pending: dict, decay_from: int | None, metadata: dict | None = None) -> None:
+                 fingerprint: str, pending: dict, decay_from: int | None, metadata: dict | None = None,
+                 warm_start: dict | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     meta = {"step": step, "history": history, "seconds": seconds, "fingerprint": fingerprint,
             "decay_from": decay_from, "param_groups": groups,
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "pending": pending}
+            "pending": pending, "warm_start": warm_start}
     if metadata is not None:
         meta["metadata"] = metadata
     save_safetensors(tensors, path, metadata=meta)
@@ -265,7 +266,7 @@ def read_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _restore(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module, optimizer, scaler
-             ) -> tuple[int, dict, float, dict]:
+             ) -> tuple[int, dict, float, dict, dict | None]:
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _restore_optimizer(optimizer, {k: v for k, v in tensors.items() if k.startswith("optimizer.")},
                        meta["param_groups"])
@@ -273,22 +274,24 @@ def _restore(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module, opt
         scaler.load_state_dict(meta["scaler"])
     # The loss sums of the steps since the last log point, so the next logged mean is unchanged.
     pending = meta.get("pending") or {"sums": {}, "count": 0}
-    return int(meta["step"]), meta["history"], float(meta["seconds"]), pending
+    # Where the run's first steps came from, if another run's state (kept across its own resumes).
+    return int(meta["step"]), meta["history"], float(meta["seconds"]), pending, meta.get("warm_start")
 
 
 def _load_warm_start(path: Path, model: nn.Module, optimizer, scaler, params: LoopParams
-                     ) -> tuple[int, dict, float, dict]:
+                     ) -> tuple[int, dict, float, dict, dict]:
     tensors, meta = read_state(path)
     step = int(meta["step"])
     if step >= params.steps:
         raise ValueError(f"the warm start {path} holds {step} steps, not fewer than the {params.steps} to train")
     if not _schedule_allows(step, meta.get("decay_from"), params):
         raise ValueError(f"the warm start {path} was trained under another learning-rate schedule")
-    return _restore(tensors, meta, model, optimizer, scaler)
+    start, history, seconds, pending, _ = _restore(tensors, meta, model, optimizer, scaler)
+    return start, history, seconds, pending, {"file": str(path), "steps": start, "seconds": seconds}
 
 
 def _load_resume(path: Path, model: nn.Module, optimizer, scaler, fingerprint: str, params: LoopParams
-                 ) -> tuple[int, dict, float, dict] | None:
+                 ) -> tuple[int, dict, float, dict, dict | None] | None:
     steps = params.steps
     if not path.is_file():
         return None
@@ -364,7 +367,7 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     if resumed is None and warm_start is not None:
         warmed = _load_warm_start(Path(warm_start), model, optimizer, scaler, params)
         log.info("%s: continuing the shared first %d steps of %s", name, warmed[0], warm_start)
-    start, history, seconds, pending = resumed or warmed or (0, {"step": []}, 0.0, {"sums": {}, "count": 0})
+    start, history, seconds, pending, warm = resumed or warmed or (0, {"step": []}, 0.0, {"sums": {}, "count": 0}, None)
     if resumed:
         log.info("%s: resuming at step %d from %s", name, start, resume_path)
     train_model: nn.Module = model
@@ -436,23 +439,22 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
             now = time.perf_counter()
             seconds, clock = seconds + now - clock, now
             _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint,
-                         {"sums": sums, "count": count}, params.decay_from)
+                         {"sums": sums, "count": count}, params.decay_from, warm_start=warm)
 
     if not history.get("eval") or history["eval"][-1]["step"] != params.steps:
         run_evaluation(params.steps)
     seconds += time.perf_counter() - clock
     result = {"name": name, "steps": params.steps, "resumed_from": start, "seconds": seconds,
-              "warm_start": ({"file": str(warm_start), "steps": warmed[0], "seconds": warmed[2]}
-                             if warmed else None),
+              "warm_start": warm,
               "world_size": dist.world_size, "device": str(dist.device.type),
               "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
               "params": asdict(params), "history": history}
     if dist.main:
         _save_resume(resume_path, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
-                     {"sums": {}, "count": 0}, params.decay_from)
+                     {"sums": {}, "count": 0}, params.decay_from, warm_start=warm)
         if save_state:
             _save_resume(out, model, optimizer, scaler, params.steps, history, seconds, fingerprint,
-                         {"sums": {}, "count": 0}, params.decay_from, metadata)
+                         {"sums": {}, "count": 0}, params.decay_from, metadata, warm_start=warm)
         else:
             save_safetensors(model, out, metadata={**metadata, "train": {"name": name, "steps": params.steps,
                                                                           "seed": params.seed}})
