@@ -40,7 +40,7 @@ from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
 
-__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "agreement_sentence", "versus_reference", "table_frame", "unavailable_notes",
+__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
@@ -94,15 +94,27 @@ def table_frame(table: Mapping, which: str = "ours") -> pd.DataFrame:
 
 
 def unavailable_notes(table: Mapping) -> dict[str, str]:
-    """``{heading: reason}`` for the columns where some row of ours could not be computed."""
+    """``{heading: reason}`` for the columns where some row of ours could not be computed (a row
+    that is missing as a whole says why in :func:`missing_rows` instead)."""
     notes = {}
     for column in table["columns"]:
         for row in table["ours"]:
+            if row.get("kind") == "missing":
+                continue
             cell = row.get("cells", {}).get(column["key"], "")
             if row.get(column["key"]) is None and cell.startswith("n/a"):
                 notes[column["heading"]] = cell.removeprefix("n/a").strip().removeprefix("(").removesuffix(")")
                 break
     return notes
+
+
+def missing_rows(table: Mapping) -> dict[str, str]:
+    """``{label: reason}`` for the rows of a table that this run has no evaluation of."""
+    reasons = {}
+    for row in table["ours"]:
+        if row.get("kind") == "missing":
+            reasons[row["label"]] = row["why"]
+    return reasons
 
 
 def _row(rows: Sequence[Mapping], variant: str) -> Mapping:

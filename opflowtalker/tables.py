@@ -214,8 +214,9 @@ def format_cell(row: dict, key: str) -> str:
 
 
 def _missing_row(variant: str, label: str, why: str, keys: list[str]) -> dict:
-    return {"variant": variant, "label": label, "kind": "missing", **{k: None for k in keys},
-            "ci": {k: None for k in keys}, "per_clip": {}, "cells": {k: f"n/a ({why})" for k in keys}}
+    # Its reason once, in ``why``; each cell only points there.
+    return {"variant": variant, "label": label, "kind": "missing", "why": why, **{k: None for k in keys},
+            "ci": {k: None for k in keys}, "per_clip": {}, "cells": {k: "n/a (row not in this run)" for k in keys}}
 
 
 def build_tables(folder: str | Path, variants: dict[str, dict], controls: str | Path | None = None) -> dict:

@@ -137,6 +137,7 @@ def test_a_longer_windows_first_frames_are_those_of_a_shorter_window():
         changed = faces.clone()
         changed[:, :, 5] = 1 - changed[:, :, 5]
         other_sixth = model.generate(audio, changed).frames
-    torch.testing.assert_close(six[:, :, :5], five, rtol=0, atol=1e-6)
-    torch.testing.assert_close(other_sixth[:, :, :5], five, rtol=0, atol=1e-6)
+    # Up to float32 rounding: attention over 6 keys sums in another order than over 5.
+    torch.testing.assert_close(six[:, :, :5], five, rtol=0, atol=1e-5)
+    torch.testing.assert_close(other_sixth[:, :, :5], five, rtol=0, atol=1e-5)
     assert (other_sixth[:, :, 5] - six[:, :, 5]).abs().max() > 1e-3

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, agreement_sentence, flow_network_bounds, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
+from opflowtalker.report import (ReportError, agreement_sentence, missing_rows, flow_network_bounds, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
                                  head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
                                  winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
@@ -422,3 +422,11 @@ def test_flow_network_bounds_hold_the_ofs_network_and_gma_to_their_claims():
     assert flow_network_bounds(estimators, "raft_small")["met"].all()  # half removed; GMA level with RAFT
     with pytest.raises(ReportError):
         flow_network_bounds({"zero flow": {"epe_mouth": 0.8}}, "dis")
+
+
+def test_a_row_missing_as_a_whole_gives_its_reason_once_and_not_as_a_columns_note(table):
+    absent = {"variant": "gma", "label": "OFS with GMA", "kind": "missing", "why": "not trained here", "psnr": None,
+              "lse_d": None, "fid": None, "cells": {c["key"]: "n/a (row not in this run)" for c in COLUMNS}}
+    table = {**table, "ours": [*table["ours"], absent]}
+    assert missing_rows(table) == {"OFS with GMA": "not trained here"}
+    assert unavailable_notes(table) == {"FID ↓": FID_REASON}  # the columns' notes come from the measured rows
