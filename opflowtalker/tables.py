@@ -213,6 +213,14 @@ def format_cell(row: dict, key: str) -> str:
     return f"{format_value(value)} [{format_value(interval[0])}, {format_value(interval[1])}]"
 
 
+def _scored_row(r: dict, keys: list[str], kind: str) -> dict:
+    """One evaluated row (a generator's or a control's) cut to a table's columns."""
+    return {"variant": r["variant"], "label": r["label"], "kind": r.get("kind", kind), **{k: r.get(k) for k in keys},
+            "ci": {k: (r.get("ci") or {}).get(k) for k in keys},
+            "per_clip": {k: v for k, v in (r.get("per_clip") or {}).items() if k in keys + ["keys"]},
+            "cells": {k: format_cell(r, k) for k in keys}}
+
+
 def _missing_row(variant: str, label: str, why: str, keys: list[str]) -> dict:
     # Its reason once, in ``why``; each cell only points there.
     return {"variant": variant, "label": label, "kind": "missing", "why": why, **{k: None for k in keys},
@@ -236,20 +244,9 @@ def build_tables(folder: str | Path, variants: dict[str, dict], controls: str | 
             if row.variant not in variants:
                 ours.append(_missing_row(row.variant, row.paper or row.variant, NOT_A_VARIANT, keys))
                 continue
-            r = rows[row.variant]
-            ours.append({"variant": row.variant, "label": r["label"], "kind": r.get("kind", "generator"),
-                         "switch": row.switch, **{k: r.get(k) for k in keys},
-                         "ci": {k: (r.get("ci") or {}).get(k) for k in keys},
-                         "per_clip": {k: v for k, v in (r.get("per_clip") or {}).items() if k in keys + ["keys"]},
-                         "cells": {k: format_cell(r, k) for k in keys}})
+            ours.append({**_scored_row(rows[row.variant], keys, "generator"), "switch": row.switch})
         ours += [_missing_row(variant, label, why, keys) for variant, label, why in layout.not_trained]
-        for name in CONTROL_ROWS:
-            if name in rows:
-                r = rows[name]
-                ours.append({"variant": name, "label": r["label"], "kind": r.get("kind", "control"),
-                             **{k: r.get(k) for k in keys}, "ci": {k: (r.get("ci") or {}).get(k) for k in keys},
-                             "per_clip": {k: v for k, v in (r.get("per_clip") or {}).items() if k in keys + ["keys"]},
-                             "cells": {k: format_cell(r, k) for k in keys}})
+        ours += [_scored_row(rows[name], keys, "control") for name in CONTROL_ROWS if name in rows]
         result[table] = {"title": layout.title, "reference": layout.reference, "compare_with": layout.anchor,
                          "paper_names": layout.paper_names,
                          "columns": [{"key": k, "heading": h, "higher_is_better": b} for k, h, b in columns],
