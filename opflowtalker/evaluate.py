@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -105,17 +106,36 @@ def reference_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
     return [(s, s + gap if s + gap <= last else max(0, s - gap)) for s in starts]
 
 
+def model_face_size(model: nn.Module) -> int:
+    """The face side a generator takes and gives (Wav2Lip: 96; OpFlowTalker: its config's)."""
+    size = getattr(model, "image_size", None) or getattr(getattr(model, "config", None), "image_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} does not say which face size it takes")
+    return int(size)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """(T, S, S, 3) uint8 frames at side ``size``: area-averaged down, bicubic up."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+
+
 @torch.no_grad()
 def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windows: int = 8) -> np.ndarray:
-    """Every frame of ``clip`` regenerated from its audio: (T, S, S, 3) uint8."""
+    """Every frame of ``clip`` regenerated from its audio: (T, S, S, 3) uint8. A generator built for
+    another face size (the 96-px Wav2Lip on 256-px clips) sees the frames resized to its size, and its
+    frames are resized back to the clip's."""
     device = next(model.parameters()).device
     n = len(clip)
     pairs = reference_windows(n, window)
-    out = np.zeros_like(clip.faces)
+    faces_in = resize_frames(clip.faces, model_face_size(model))
+    out = np.zeros_like(faces_in)
     for i in range(0, len(pairs), batch_windows):
         chunk = pairs[i : i + batch_windows]
-        target = np.stack([clip.faces[s : s + window] for s, _ in chunk])
-        ref = np.stack([clip.faces[r : r + window] for _, r in chunk])
+        target = np.stack([faces_in[s : s + window] for s, _ in chunk])
+        ref = np.stack([faces_in[r : r + window] for _, r in chunk])
         faces = np.concatenate([lower_half_masked(target), ref], axis=-1)  # (B, T, H, W, 6)
         faces = torch.from_numpy(faces).permute(0, 4, 1, 2, 3).float().div_(255.0)
         audio = torch.from_numpy(np.stack([clip.mels[s : s + window] for s, _ in chunk])).unsqueeze(2)
@@ -123,7 +143,7 @@ def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windo
         frames = (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
         for (s, _), generated in zip(chunk, frames):
             out[s : s + window] = generated  # a moved-back last window overwrites with the same audio
-    return out
+    return resize_frames(out, clip.faces.shape[1])
 
 
 def _clips(prepared: str | Path, params: EvalParams) -> list[PreparedClip]:

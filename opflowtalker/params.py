@@ -8,6 +8,11 @@ the groups written out in the file (the default profile, ``embedded``, changes n
 profile's values are merged into the groups key by key, so ``profiles.smoke.train_syncnet.steps``
 replaces ``train_syncnet.steps`` and nothing else. Every DVC stage depends on ``profile`` and on
 ``profiles.<profile>``, so switching profile reruns what it changes.
+
+``hd`` describes the HDTF-shaped half of the study (Tables 4 and 5): ``hd.overrides`` holds the
+values that differ there (the corpus rendered larger, 256-px crops and generators, its own folders)
+and ``load_params(path, hd=True)`` merges them over the groups, after the profile, so the same stage
+code runs either half.
 """
 from __future__ import annotations
 
@@ -26,8 +31,18 @@ class ParamsError(ValueError):
     """A parameters file or group that cannot be used; one sentence for the user."""
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    path = Path(path)
+def load_params(path: str | Path = "params.yaml", hd: bool = False) -> dict[str, Any]:
+    """The groups of ``path`` under its profile; with ``hd``, as the HDTF-shaped half reads them."""
+    data = _load_profiled(Path(path))
+    if not hd:
+        return data
+    half = data.get("hd")
+    if not isinstance(half, dict) or not isinstance(half.get("overrides"), dict):
+        raise ParamsError(f"{path} has no hd.overrides group: it defines no HDTF-shaped half")
+    return merge(data, half["overrides"])
+
+
+def _load_profiled(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"parameters file not found: {path}")
     try:

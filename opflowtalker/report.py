@@ -40,7 +40,7 @@ from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
 
-__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
+__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
@@ -252,6 +252,63 @@ def versus_reference(table: Mapping) -> pd.DataFrame:
     return pd.DataFrame.from_dict(cells, orient="index", columns=[c["heading"] for c in table["columns"]])
 
 
+_AGREEMENT_SYMBOLS = {"same": "✓", "opposite": "✗", "tie here": "=", "n/a": ""}
+_VERSUS_STYLE = {"better": "background-color: #d8ecd3", "worse": "background-color: #f6d5d5"}
+
+
+def table_views(table: Mapping, head_to_head: bool, data: str, paper_data: str) -> list:
+    """What a chapter shows for one table, in order, for ``IPython.display``: our rows (with
+    intervals; ``head_to_head``: the better of OpFlowTalker and Wav2Lip in bold, else green/red where
+    a row beats/loses to the table's reference by the paired 95% interval), the missing rows' and
+    missing metrics' reasons, how many metrics each ablation row moves, the paper's rows (labelled
+    as the paper's, on ``paper_data``), and the sentence and grid on the paper's direction.
+    ``data`` names our data in the captions."""
+    from IPython.display import Markdown
+
+    views: list = []
+    headings = {col["key"]: col["heading"] for col in table["columns"]}
+    ours = pd.DataFrame.from_dict({row["label"]: {headings[k]: cell for k, cell in row["cells"].items()}
+                                   for row in table["ours"]}, orient="index")[list(headings.values())]
+    reference = _row(table["ours"], table["reference"])["label"]
+    if head_to_head:
+        mask = winner_mask(table, "full", "wav2lip").replace({True: "font-weight: bold; background-color: #d8ecd3",
+                                                              False: ""})
+        caption = f"ours ({data}); bold: the better of Wav2Lip and OpFlowTalker"
+    else:
+        versus = versus_reference(table)
+        mask = pd.DataFrame("", index=ours.index, columns=ours.columns)
+        mask.loc[versus.index, versus.columns] = versus.replace(_VERSUS_STYLE).replace({"=": ""})
+        caption = f"ours ({data}); green/red: better/worse than {reference} by the paired 95% interval"
+    views.append(ours.style.apply(lambda _: mask, axis=None).set_caption(caption))
+    absent = missing_rows(table)
+    if absent:
+        views.append(Markdown("Rows not in this run: " + "; ".join(f"{label}, {why}" for label, why in absent.items())
+                              + "."))
+    notes = unavailable_notes(table)
+    if notes:
+        views.append(Markdown("n/a: " + "; ".join(f"{heading} {reason}" for heading, reason in notes.items()) + "."))
+    if not head_to_head and len(versus):
+        moved = {label: int(versus.loc[label].isin(["better", "worse"]).sum()) for label in versus.index}
+        views.append(Markdown(f"Against {reference}, a difference is measured on " + "; ".join(
+            f"{n} of {(versus.loc[label] != '').sum()} metrics for {label}" for label, n in moved.items()) + "."))
+    views.append(table_frame(table, "paper").style.format(lambda v: "" if pd.isna(v) else format_value(v))
+                 .set_caption(f"reported by the paper ({paper_data}, not comparable in scale)"))
+    agreement = agreement_with_paper(table, table["paper_names"], table["compare_with"])
+    if agreement.empty or _row(table["ours"], table["compare_with"]).get("kind") == "missing":
+        views.append(Markdown("No row of this table is both reported by the paper and computed here, besides the "
+                              "one they are compared with, or that one is not in this run."))
+        return views
+    agreement = agreement.loc[:, (agreement != "n/a").any()]  # drop what only one side reports
+    views.append(Markdown(agreement_sentence(table)))
+    anchor = _row(table["ours"], table["compare_with"])["label"]
+    views.append(agreement.replace(_AGREEMENT_SYMBOLS).style
+                 .set_caption(f"{anchor} against each row: ✓ the paper's winner, ✗ the other, = no difference "
+                              "measured here")
+                 .map(lambda v: {"✓": "color: #1a7a1a", "✗": "color: #b22222"}.get(v, "color: grey"))
+                 .set_properties(**{"text-align": "center"}))
+    return views
+
+
 def _metric_columns(tables: Mapping) -> list[Mapping]:
     """Every metric once, in the order Tables 1, 2, 3 first show it."""
     seen, columns = set(), []
@@ -386,16 +443,20 @@ def syncnet_verdict(log: Mapping, chance: float = 0.5) -> str:
 
 def stage_minutes(times: Mapping[str, Mapping]) -> pd.DataFrame:
     """``metrics/stage_times.json`` as minutes per stage, in the order the pipeline runs them;
-    columns ``command`` (the stage's command, e.g. ``train-generator``) and ``minutes``."""
+    columns ``command`` (the stage's command, e.g. ``train-generator``), ``half`` (``"LRS2-shaped"``,
+    or ``"HDTF-shaped"`` for a stage run with ``--hd``, recorded as ``"hd <stage>"``) and ``minutes``."""
     if not times:
         raise ReportError("the stage-times file lists no stages")
     rank = {command: i for i, command in enumerate(PIPELINE_ORDER)}
     rows = []
     for stage, entry in times.items():
-        command = stage.split()[0]
-        rows.append((rank.get(command, len(rank)), stage, command, float(entry["seconds"]) / 60))
+        words = stage.split()
+        half = "HDTF-shaped" if words[0] == "hd" and len(words) > 1 else "LRS2-shaped"
+        command = words[1] if half == "HDTF-shaped" else words[0]
+        rows.append((half != "LRS2-shaped", rank.get(command, len(rank)), stage, command, half,
+                     float(entry["seconds"]) / 60))
     rows.sort()
-    return pd.DataFrame([r[1:] for r in rows], columns=["stage", "command", "minutes"]).set_index("stage")
+    return pd.DataFrame([r[2:] for r in rows], columns=["stage", "command", "half", "minutes"]).set_index("stage")
 
 
 def moving_stretch(real: np.ndarray, n_frames: int) -> int:

@@ -90,3 +90,22 @@ def test_every_timed_stage_has_its_place_in_the_pipeline_order_of_the_chart():
     from opflowtalker.report import PIPELINE_ORDER
 
     assert cli.TIMED <= set(PIPELINE_ORDER)
+
+
+def test_the_hd_half_without_an_hd_group_is_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("generators: {defaults: {}, variants: {full: {}}}\n")
+    proc = run_cli("--hd", "tables", "--results", tmp_path, "--controls", tmp_path, "--out", tmp_path / "t.json",
+                   "--params", params)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no hd.overrides" in proc.stderr and not (tmp_path / "t.json").exists()
+
+
+def test_a_stage_of_the_hd_half_is_timed_apart_from_its_lrs2_twin():
+    import argparse
+
+    from opflowtalker import cli
+
+    args = argparse.Namespace(command="train-generator", variant="full", warm_up=False, hd=True)
+    assert cli._stage_name(args) == "hd train-generator full"
+    assert cli._stage_name(argparse.Namespace(**{**vars(args), "hd": False})) == "train-generator full"
