@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from conftest import EXTERNAL, ROOT
@@ -75,5 +76,20 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     assert {"corpus", "lipreading-corpus", "train-syncnet", "train-sync-judge", "train-lipreader", "train-generator full",
             "evaluate full", "evaluate-reference", "warm-up full", "train-generator ofs_mae"} <= set(times)
     assert (project / "book" / "_build" / "html" / "chapters" / "study.html").is_file()
+    # The HDTF-shaped half: its own corpus at 256 px, its rows (trained there or run on resized
+    # frames) and controls in Tables 4 and 5, and its chapter.
+    hd = yaml.safe_load(params)["hd"]
+    tables_hd = json.loads((project / "metrics" / "tables_hd.json").read_text())
+    assert set(tables_hd) == {"table4", "table5a", "table5b", "table5c", "table5d"}
+    shown_hd = {row["variant"] for table in tables_hd.values() for row in table["ours"] if row["kind"] != "missing"}
+    assert shown_hd == {*hd["variants"], *hd["resized"], "ground_truth", "still_reference", "wrong_audio",
+                        "shifted_audio"}
+    with np.load(project / "results" / "frames_hd" / "full.npz") as kept:
+        assert kept["generated_0"].shape[1:] == (256, 256, 3) and kept["real_0"].shape[1:] == (256, 256, 3)
+    with np.load(project / "results" / "frames_hd" / f"{hd['resized'][0]}.npz") as kept:
+        assert kept["generated_0"].shape[1:] == (256, 256, 3)
+    for name in hd["variants"]:
+        assert f"hd train-generator {name}" in times and f"hd evaluate {name}" in times
+    assert (project / "book" / "_build" / "html" / "chapters" / "hdtf.html").is_file()
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]
