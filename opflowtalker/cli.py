@@ -316,7 +316,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         if kind is None:
             raise UserError(f"{args.variant} is not a row of the HDTF-shaped half (hd.variants, hd.resized)")
         size = int(params["preprocess"]["size"])
-        label += f", its 96-px model on frames resized from {size} px" if kind == "resized" else f", {size} px"
+        label += ", 96 px resized" if kind == "resized" else f", {size} px"
     row = evaluate_generator(args.variant, label, args.checkpoint, args.prepared, args.reference, args.judge,
                              args.lipreader, _eval_params(params), args.frames)
     write_json_atomic(args.out, row)

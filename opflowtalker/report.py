@@ -280,10 +280,12 @@ def table_views(table: Mapping, head_to_head: bool, data: str, paper_data: str) 
         mask.loc[versus.index, versus.columns] = versus.replace(_VERSUS_STYLE).replace({"=": ""})
         caption = f"ours ({data}); green/red: better/worse than {reference} by the paired 95% interval"
     views.append(ours.style.apply(lambda _: mask, axis=None).set_caption(caption))
-    absent = missing_rows(table)
-    if absent:
-        views.append(Markdown("Rows not in this run: " + "; ".join(f"{label}, {why}" for label, why in absent.items())
-                              + "."))
+    by_reason: dict[str, list[str]] = {}
+    for label, why in missing_rows(table).items():
+        by_reason.setdefault(why, []).append(label)
+    if by_reason:
+        views.append(Markdown("Rows not in this run: " + "; ".join(f"{', '.join(labels)}: {why}"
+                                                                   for why, labels in by_reason.items()) + "."))
     notes = unavailable_notes(table)
     if notes:
         views.append(Markdown("n/a: " + "; ".join(f"{heading} {reason}" for heading, reason in notes.items()) + "."))

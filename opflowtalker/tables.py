@@ -240,7 +240,7 @@ LAYOUT_HD = {
        for block in "abcd"},
 }
 NOT_IN_HD = ("not trained in the HDTF-shaped half (hd.variants in params.yaml): a 256-px generator costs "
-             "several 96-px ones, and this half trains only the rows listed there")
+             "as much as several 96-px ones, and this half trains only the rows listed there")
 
 
 def hd_rows(hd: dict, variants: dict[str, dict], from_scratch: dict[str, dict]) -> dict[str, str]:

@@ -8,6 +8,7 @@ the real frames on top and refuse strips from different clips.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -20,6 +21,7 @@ from opflowtalker.report import (ReportError, agreement_sentence, missing_rows, 
                                  syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
                                  winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
                                  sharpness_sentence, strips_of_clip, window_loudness, window_samples)
+from conftest import ROOT
 from opflowtalker import audio
 from opflowtalker.tables import format_cell
 
@@ -430,3 +432,28 @@ def test_a_row_missing_as_a_whole_gives_its_reason_once_and_not_as_a_columns_not
     table = {**table, "ours": [*table["ours"], absent]}
     assert missing_rows(table) == {"OFS with GMA": "not trained here"}
     assert unavailable_notes(table) == {"FID ↓": FID_REASON}  # the columns' notes come from the measured rows
+
+
+def test_a_tables_views_group_missing_rows_by_reason_and_label_the_papers_rows(tmp_path):
+    from opflowtalker.params import load_params
+    from opflowtalker.report import table_views
+    from opflowtalker.tables import LAYOUT_HD, NOT_IN_HD, build_tables
+    from opflowtalker.training.generator import all_variants
+
+    variants = all_variants(load_params(ROOT / "params.yaml")["generators"])
+    rng = np.random.default_rng(0)
+    for name in ("full", "wav2lip", "ground_truth", "still_reference", "wrong_audio", "shifted_audio"):
+        values = rng.normal(20, 1, 6).tolist()
+        row = {"variant": name, "label": name, "psnr": float(np.mean(values)), "ci": {"psnr": [19.0, 21.0]},
+               "per_clip": {"keys": list("abcdef"), "psnr": values}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(row))
+    tables = build_tables(tmp_path, variants, tmp_path, LAYOUT_HD, {"full": "trained", "wav2lip": "resized"})
+    views = table_views(tables["table5a"], head_to_head=False, data="256 px", paper_data="HDTF")
+    texts = [v.data for v in views if hasattr(v, "data") and isinstance(v.data, str)]
+    missing = next(t for t in texts if t.startswith("Rows not in this run"))
+    assert missing.count(NOT_IN_HD) == 1  # the reason once, for the three rows it covers
+    assert all(variants[name]["label"] in missing for name in ("flownet", "raft", "gma"))
+    captions = [v.caption for v in views if hasattr(v, "caption") and v.caption]
+    assert captions[0].startswith("ours (256 px)") and "reported by the paper (HDTF" in captions[1]
+    # the anchor (RAFT) is missing, so no sentence on the paper's direction is claimed
+    assert any(t.startswith("No row of this table") for t in texts)
