@@ -182,8 +182,6 @@ class Table:
     rows: tuple[Row, ...]
     reference: str
     compare_with: str | None = None  # default: the reference
-    not_trained: tuple[tuple[str, str, str], ...] = ()  # (variant, label, why): rows of the paper's that
-    # this study does not train, shown with the reason in every cell
 
     @property
     def paper_names(self) -> dict[str, str]:
@@ -322,7 +320,6 @@ def build_tables(folder: str | Path, variants: dict[str, dict], controls: str | 
                 ours.append(_missing_row(row.variant, label, why, keys))
                 continue
             ours.append({**_scored_row(rows[row.variant], keys, "generator"), "switch": row.switch})
-        ours += [_missing_row(variant, label, why, keys) for variant, label, why in shape.not_trained]
         ours += [_scored_row(rows[name], keys, "control") for name in CONTROL_ROWS if name in rows]
         result[table] = {"title": shape.title, "reference": shape.reference, "compare_with": shape.anchor,
                          "paper_names": shape.paper_names,
