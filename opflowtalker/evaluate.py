@@ -46,7 +46,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -65,6 +64,7 @@ from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
 from .losses import mouth_masks
 from .training.data import PreparedClip, load_split, lower_half_masked
+from .video import resize_frames
 
 __all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "reference_windows",
            "control_renditions", "generator_renditions", "score_renditions", "evaluate_reference",
@@ -112,14 +112,6 @@ def model_face_size(model: nn.Module) -> int:
     if size is None:
         raise ValueError(f"{type(model).__name__} does not say which face size it takes")
     return int(size)
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """(T, S, S, 3) uint8 frames at side ``size``: area-averaged down, bicubic up."""
-    if frames.shape[1:3] == (size, size):
-        return frames
-    interp = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
 
 
 @torch.no_grad()

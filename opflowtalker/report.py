@@ -296,15 +296,15 @@ def table_views(table: Mapping, head_to_head: bool, data: str, paper_data: str) 
     views.append(table_frame(table, "paper").style.format(lambda v: "" if pd.isna(v) else format_value(v))
                  .set_caption(f"reported by the paper ({paper_data}, not comparable in scale)"))
     agreement = agreement_with_paper(table, table["paper_names"], table["compare_with"])
-    if agreement.empty or _row(table["ours"], table["compare_with"]).get("kind") == "missing":
+    anchor = _row(table["ours"], table["compare_with"])
+    if agreement.empty or anchor.get("kind") == "missing":
         views.append(Markdown("No row of this table is both reported by the paper and computed here, besides the "
                               "one they are compared with, or that one is not in this run."))
         return views
     agreement = agreement.loc[:, (agreement != "n/a").any()]  # drop what only one side reports
     views.append(Markdown(agreement_sentence(table)))
-    anchor = _row(table["ours"], table["compare_with"])["label"]
     views.append(agreement.replace(_AGREEMENT_SYMBOLS).style
-                 .set_caption(f"{anchor} against each row: ✓ the paper's winner, ✗ the other, = no difference "
+                 .set_caption(f"{anchor['label']} against each row: ✓ the paper's winner, ✗ the other, = no difference "
                               "measured here")
                  .map(lambda v: {"✓": "color: #1a7a1a", "✗": "color: #b22222"}.get(v, "color: grey"))
                  .set_properties(**{"text-align": "center"}))

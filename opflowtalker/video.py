@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import soundfile
@@ -25,6 +26,7 @@ __all__ = [
     "iter_frames",
     "read_video",
     "resample_indices",
+    "resize_frames",
     "VideoWriter",
     "write_video",
 ]
@@ -32,6 +34,16 @@ __all__ = [
 
 class VideoError(ValueError):
     """A video that cannot be read or written; the message is one sentence for the user."""
+
+
+def resize_frames(frames: np.ndarray, size: int, interpolation: int | None = None) -> np.ndarray:
+    """(T, S, S, 3) uint8 frames at side ``size`` (returned as they are when already that size);
+    ``interpolation`` an OpenCV flag, by default area-averaged down and bicubic up."""
+    if frames.shape[1:3] == (size, size):
+        return frames
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if frames.shape[1] > size else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interpolation) for f in frames])
 
 
 @dataclass(frozen=True)

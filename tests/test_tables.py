@@ -16,9 +16,13 @@ RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
 PROFILES = sorted(RAW["profiles"])
 
 
-def _group(profile: str) -> dict:
+def _profiled(profile: str) -> dict:
     data = {k: v for k, v in RAW.items() if k != "profiles"}
-    return merge(data, RAW["profiles"][profile] or {})["generators"]
+    return merge(data, RAW["profiles"][profile] or {})
+
+
+def _group(profile: str) -> dict:
+    return _profiled(profile)["generators"]
 
 
 ALL_LAYOUTS = {**LAYOUT, **LAYOUT_HD}
@@ -68,14 +72,9 @@ def test_loss_variants_share_their_references_first_steps_and_nothing_else_of_th
                 assert warm_start_of(group, row.variant) == LAYOUT[table].reference, (table, row.variant)
 
 
-def _hd_group(profile: str) -> dict:
-    data = {k: v for k, v in RAW.items() if k != "profiles"}
-    return merge(data, RAW["profiles"][profile] or {})
-
-
 @pytest.mark.parametrize("profile", PROFILES)
 def test_the_hd_half_trains_variants_from_scratch_and_resizes_only_96_px_ones(profile):
-    params = _hd_group(profile)
+    params = _profiled(profile)
     group = params["generators"]
     rows = hd_rows(params["hd"], all_variants(group), group["variants"])
     assert "full" in rows and rows["full"] == "trained"  # Table 4's and Table 5's reference

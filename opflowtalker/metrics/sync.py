@@ -43,6 +43,7 @@ from torch import nn
 from ..audio import mel_window, num_video_frames
 from ..models.checkpoints import load_reference_state_dict, load_state_dict_strict
 from ..models.syncnet import SYNC_FRAMES, lower_half_window
+from ..video import resize_frames
 
 __all__ = [
     "SyncError",
@@ -140,12 +141,6 @@ def _check_faces(faces: np.ndarray) -> np.ndarray:
     return faces
 
 
-def _resize_all(faces: np.ndarray, size: int) -> np.ndarray:
-    if faces.shape[1:3] == (size, size):
-        return faces
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in faces])
-
-
 @contextmanager
 def _evaluating(model: nn.Module) -> Iterator[torch.device]:
     """Eval mode (batch-norm statistics) and no gradients for the duration, then the model's own mode."""
@@ -167,7 +162,7 @@ def syncnet_features(syncnet: nn.Module, faces: np.ndarray, mel: np.ndarray, fps
     ``bgr`` swaps the channels to BGR, the order Wav2Lip's expert was trained on (cv2 images);
     pass False for an expert trained on RGB crops.
     """
-    faces = _resize_all(_check_faces(faces), WAV2LIP_FACE_SIZE)
+    faces = resize_frames(_check_faces(faces), WAV2LIP_FACE_SIZE, cv2.INTER_LINEAR)
     mel = np.asarray(mel, dtype=np.float32)
     if mel.ndim != 2 or mel.shape[0] != 80:
         raise SyncError(f"expected an (80, M) mel spectrogram, got shape {mel.shape}")
@@ -330,7 +325,7 @@ def syncnet_v2_features(model: SyncNetV2, faces: np.ndarray, wav: np.ndarray, sa
     as the reference's ffmpeg + wavfile.read give). Window t: frames t..t+4 and MFCC steps
     4t..4t+19.
     """
-    faces = _resize_all(_check_faces(faces), V2_FACE_SIZE)
+    faces = resize_frames(_check_faces(faces), V2_FACE_SIZE, cv2.INTER_LINEAR)
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1 or wav.size == 0:
         raise SyncError(f"expected a mono waveform, got shape {wav.shape}")
