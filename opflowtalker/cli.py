@@ -180,8 +180,12 @@ def _flow_params(path: Path):
 def _cmd_train_flow(args: argparse.Namespace) -> None:
     from .flow.train import train_flow_network
 
-    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args.params))
-    print(f"{args.network}: {log['steps']} steps in {log['seconds']:.0f} s, final loss {log['loss'][-1]:.3f}")
+    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args.params), args.run_dir)
+    args.trained_seconds = log["seconds"]
+    if not _is_main_process():
+        return
+    print(f"{args.network}: {log['steps']} steps in {log['seconds']:.0f} s, final loss "
+          f"{log['history']['loss'][-1]:.3f}")
 
 
 def _cmd_eval_flow(args: argparse.Namespace) -> None:
@@ -432,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("network", choices=["gma", "raft", "raft_small", "flownet"])
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     p.add_argument("--out", type=Path, required=True, help="checkpoint (.safetensors)")
+    p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/flow/NETWORK)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_train_flow)
 

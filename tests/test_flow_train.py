@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from opflowtalker.flow.train import FlowTrainParams, evaluate_estimators, load_pairs, load_trained_network, train_flow_network
 from opflowtalker.preprocess import PreprocessParams, preprocess_dataset
@@ -33,10 +34,11 @@ def test_pairs_are_consecutive_crops_with_exact_flow(prepared):
 def test_a_flow_network_trains_and_is_scored_with_the_classical_baselines(prepared, tmp_path):
     params = FlowTrainParams(steps={"flownet": 40, "raft_small": 3}, batch_size=2, train_pairs=40, eval_pairs=16,
                              pairs_per_clip=4, iters=2, eval_iters=2)
-    log = train_flow_network("flownet", prepared, tmp_path / "flownet.safetensors", params)
-    assert len(log["loss"]) == 40 and np.mean(log["loss"][-10:]) < np.mean(log["loss"][:10])
+    log = train_flow_network("flownet", prepared, tmp_path / "flownet.safetensors", params, tmp_path / "runs" / "flownet")
+    loss = log["history"]["loss"]
+    assert len(loss) == 40 and np.mean(loss[-10:]) < np.mean(loss[:10])
     assert json.loads((tmp_path / "flownet.json").read_text())["steps"] == 40
-    train_flow_network("raft_small", prepared, tmp_path / "raft_small.safetensors", params)
+    train_flow_network("raft_small", prepared, tmp_path / "raft_small.safetensors", params, tmp_path / "runs" / "raft")
     assert load_trained_network(tmp_path / "raft_small.safetensors").training is False
     result = evaluate_estimators(prepared, {"flownet": tmp_path / "flownet.safetensors",
                                             "raft_small": tmp_path / "raft_small.safetensors"}, params)
@@ -46,6 +48,37 @@ def test_a_flow_network_trains_and_is_scored_with_the_classical_baselines(prepar
     assert rows["zero flow"]["epe"] == pytest.approx(result["mean_flow_px"], rel=1e-5)
     assert rows["DIS"]["epe"] < rows["zero flow"]["epe"]
     assert all(np.isfinite(r["epe"]) and np.isfinite(r["epe_mouth"]) for r in rows.values())
+
+
+def test_a_killed_flow_run_resumes_to_the_weights_of_one_that_never_stopped(prepared, tmp_path, monkeypatch):
+    """Flow networks train through the one loop: killed after its step-4 checkpoint and started
+    again, a run continues from step 4 and ends on the weights of an uninterrupted run."""
+    from opflowtalker.flow import train as flow_train
+    from opflowtalker.models.checkpoints import load_safetensors
+
+    params = FlowTrainParams(steps={"raft_small": 6}, batch_size=2, train_pairs=12, pairs_per_clip=4, iters=1,
+                             checkpoint_every=4, warmup=0.2)
+    whole = train_flow_network("raft_small", prepared, tmp_path / "whole.safetensors", params, tmp_path / "whole")
+    assert whole["resumed_from"] == 0 and whole["history"]["step"] == [1, 2, 3, 4, 5, 6]
+    loss, calls = flow_train._loss, []
+
+    def killed_after_four(*args):
+        calls.append(1)
+        if len(calls) > 5:  # the 6th step: after the checkpoint of step 4 was written
+            raise KeyboardInterrupt
+        return loss(*args)
+
+    monkeypatch.setattr(flow_train, "_loss", killed_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_flow_network("raft_small", prepared, tmp_path / "killed.safetensors", params, tmp_path / "killed")
+    assert not (tmp_path / "killed.safetensors").exists()
+    monkeypatch.setattr(flow_train, "_loss", loss)
+    again = train_flow_network("raft_small", prepared, tmp_path / "killed.safetensors", params, tmp_path / "killed")
+    assert again["resumed_from"] == 4
+    first, _ = load_safetensors(tmp_path / "whole.safetensors")
+    second, _ = load_safetensors(tmp_path / "killed.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert load_trained_network(tmp_path / "killed.safetensors").training is False
 
 
 @pytest.mark.parametrize("name", ["gma", "raft", "raft_small", "flownet"])

@@ -3,7 +3,8 @@
 No flow weights can be downloaded here, so GMA, RAFT and the FlowNet variant learn from the
 embedded corpus, whose flow between consecutive face crops is exact: supervised training with
 RAFT's sequence loss (FlowNet: its multi-scale loss) on pairs of 96-px crops from the training
-split. They are scored, with the classical DIS and Farneback and the zero flow, by end-point error
+split, through the study's one training loop (``training.loop.fit``: a killed run resumes). They
+are scored, with the classical DIS and Farneback and the zero flow, by end-point error
 on pairs from the held-out test split (an unseen face saying unseen sentences), over valid pixels
 and over the mouth.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import write_json_atomic
 from ..landmarks import mouth_mask
 from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
@@ -36,7 +36,8 @@ class FlowTrainParams:
     steps: dict[str, int] = field(default_factory=_default_steps)
     batch_size: int = 4
     lr: float = 4e-4
-    weight_decay: float = 1e-5
+    warmup: float = 0.05    # the share of each network's steps over which the rate rises to lr; it
+    # then falls along a half cosine to the end (the one loop's schedule, close to RAFT's one-cycle)
     iters: int = 6          # refinement iterations while training (RAFT/GMA); 12 when scoring
     eval_iters: int = 12
     gamma: float = 0.8      # sequence-loss decay, as RAFT
@@ -47,6 +48,18 @@ class FlowTrainParams:
     seed: int = 0
     threads: int = 2
     flownet_width: float = 0.25  # FlowNet2-S at full width (38.7M) does not train on a laptop CPU
+    checkpoint_every: int = 20  # steps between resume checkpoints (a GMA step takes seconds here)
+    log_every: int = 1
+
+    def loop(self, name: str):
+        """The one training loop's parameters for network ``name``."""
+        from ..training.loop import LoopParams
+
+        steps = self.steps[name]
+        warmup = min(steps, round(self.warmup * steps))
+        return LoopParams(steps=steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                          checkpoint_every=self.checkpoint_every, log_every=self.log_every, threads=self.threads,
+                          precision="fp32", clip=self.clip, warmup_steps=warmup, decay_steps=steps - warmup)
 
 
 @dataclass
@@ -140,38 +153,27 @@ def _loss(name: str, model: torch.nn.Module, image1, image2, flow, valid, params
     return sequence_loss(model(image1, image2, iters=params.iters), flow, valid, gamma=params.gamma)
 
 
-def train_flow_network(name: str, prepared: str | Path, out: str | Path, params: FlowTrainParams) -> dict:
-    """Train one network on the training split; write its safetensors checkpoint and a log."""
-    from ..models.checkpoints import save_safetensors
+def train_flow_network(name: str, prepared: str | Path, out: str | Path, params: FlowTrainParams,
+                       run_dir: str | Path | None = None) -> dict:
+    """Train one network on the training split through the study's one loop (a killed run resumes
+    from ``run_dir``, by default ``runs/flow/<name>``); write its safetensors checkpoint and its log."""
+    from ..training.loop import fit
 
-    torch.set_num_threads(params.threads)
-    torch.manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
+    if name not in params.steps:
+        raise ValueError(f"train_flow.steps gives no number of steps for {name!r}")
     pairs = load_pairs(prepared, "train", params.train_pairs, params.seed, params.pairs_per_clip)
-    steps = params.steps[name]
-    model = build_network(name, params).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, params.lr, total_steps=steps + 100,
-                                                   pct_start=0.05, cycle_momentum=False, anneal_strategy="linear")
-    losses, start = [], time.perf_counter()
-    for _ in range(steps):
-        idx = rng.choice(len(pairs), size=params.batch_size, replace=False)
-        image1, image2, flow, valid = _batch(pairs, idx)
-        loss = _loss(name, model, image1, image2, flow, valid, params)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params.clip)
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss))
-    seconds = time.perf_counter() - start
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model, out, metadata={"model": type(model).__name__, "network": name,
-                                           "train_params": asdict(params)})
-    log = {"network": name, "steps": steps, "seconds": seconds, "loss": losses}
-    write_json_atomic(out.with_suffix(".json"), log)
-    return log
+
+    def sample_batch(rng: np.random.Generator, n: int):
+        return _batch(pairs, rng.choice(len(pairs), size=n, replace=False))
+
+    def loss_fn(model, batch, step):
+        return {"loss": _loss(name, model, *batch, params)}
+
+    torch.manual_seed(params.seed)
+    model = build_network(name, params)
+    return fit(f"flow {name}", model, loss_fn, sample_batch, out, run_dir or Path("runs/flow") / name,
+               params.loop(name), metadata={"model": type(model).__name__, "network": name,
+                                            "train_params": asdict(params)})
 
 
 @torch.no_grad()

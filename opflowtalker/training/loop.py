@@ -18,9 +18,12 @@
 * **Mixed precision** on GPUs: bf16 autocast where the GPU has it, else fp16 with a gradient scaler.
 * **A learning rate that settles.** With ``decay_steps`` > 0 the rate is ``lr`` until the last
   ``decay_steps`` steps and then falls along a half cosine to nearly zero at the end (Adam at a
-  constant rate keeps jittering around a minimum). The steps before the decay are those of a
-  constant-rate run, so a run trained at a constant rate resumes into a longer one that decays at
-  its end; a checkpoint written inside one decay resumes only under the same schedule.
+  constant rate keeps jittering around a minimum); with ``warmup_steps`` > 0 it first rises
+  linearly to ``lr`` (the flow networks, trained from scratch at a high rate, need it); a
+  different warm-up is a different run (it is part of the resume fingerprint). The steps before
+  the decay are those of a constant-rate run, so a run trained at a constant rate resumes into a
+  longer one that decays at its end; a checkpoint written inside one decay resumes only under the
+  same schedule.
 * **A shared first part.** ``warm_start`` names the state file of another run (written by a fit
   with ``save_state``: the model, the Adam moments, the step and the log). A run that has no
   resume checkpoint of its own continues from that state instead of step 0: variants that differ
@@ -77,12 +80,16 @@ class LoopParams:
     precision: str = "auto"  # "auto": bf16/fp16 autocast on CUDA, fp32 on the CPU
     clip: float = 0.0  # gradient-norm clipping; 0 is off
     decay_steps: int = 0  # the last steps, over which the rate falls along a half cosine; 0: constant
+    warmup_steps: int = 0  # the first steps, over which the rate rises linearly to lr; 0: none
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("need steps >= 0, batch_size >= 1, checkpoint_every >= 1 and log_every >= 1")
         if not 0 <= self.decay_steps <= self.steps:
             raise ValueError(f"need 0 <= decay_steps <= steps, got decay_steps {self.decay_steps} for {self.steps} steps")
+        if not 0 <= self.warmup_steps <= self.steps - self.decay_steps:
+            raise ValueError(f"need 0 <= warmup_steps <= steps - decay_steps, got warmup_steps {self.warmup_steps} "
+                             f"for {self.steps} steps, {self.decay_steps} of them decaying")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -93,6 +100,8 @@ class LoopParams:
 
     def rate(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based)."""
+        if step < self.warmup_steps:  # step i of the warm-up runs at lr * (i + 1) / (n + 1)
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
         start = self.decay_from
         if start is None or step < start:
             return self.lr
