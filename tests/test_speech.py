@@ -199,19 +199,34 @@ def test_the_seed_varies_the_neural_voice():
 
 
 # --- recognising the corpus's sentences ---------------------------------------------
-# Whisper tiny.en decoding freely hears "Place blue in wi-fi please" for the first sentence below;
-# told the grammar, it hears the script.
+# Whisper tiny.en decoding freely hears "Place blue in wi-fi please" for this sentence in the
+# fast British espeak voice. Told the grammar, it gets the letter and the digit; the preposition
+# stays a near tie ("in" against "with", about one nat apart), which it decides differently for
+# audio framed a few milliseconds apart, so no test rests on that one word.
+MISHEARD = "place blue with y five please"
+VOICES_HEARD = ("piper-joe", "espeak-gb-female")
 
-HEARD = {"piper-joe": "bin green at s nine soon", "espeak-gb-female": "place blue with y five please"}
 
-
-@pytest.mark.parametrize("voice", sorted(HEARD))
-def test_the_grammar_recogniser_hears_the_script_of_a_synthetic_voice(voice):
+@pytest.mark.parametrize("voice", VOICES_HEARD)
+def test_the_grammar_recogniser_hears_the_scripts_of_a_synthetic_voice(voice):
     from opflowtalker.metrics.speech import transcribe
+    from opflowtalker.metrics.text import mean_wer
 
-    script = Sentence.from_text(HEARD[voice])
-    wav, _ = spoken(script.spoken, voice)
-    assert transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS) == script.text
+    # Six sentences drawn from the grammar, not chosen: at most one word in their 36 misheard.
+    scripts = sample_sentences(6, seed=5)
+    heard = [transcribe(spoken(s.spoken, voice)[0], SAMPLE_RATE, threads=1, grammar=SLOTS) for s in scripts]
+    assert mean_wer(heard, [s.text for s in scripts]) <= 0.05
+
+
+def test_the_grammar_recogniser_corrects_what_free_decoding_mishears():
+    from opflowtalker.metrics.speech import transcribe
+    from opflowtalker.metrics.text import mean_wer
+
+    script = Sentence.from_text(MISHEARD)
+    wav, _ = spoken(script.spoken, "espeak-gb-female")
+    free = mean_wer([transcribe(wav, SAMPLE_RATE, threads=1)], [script.text])
+    told = mean_wer([transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS)], [script.text])
+    assert free >= 0.5 and told <= 1 / 6
 
 
 def test_the_grammar_recogniser_answers_only_with_sentences_of_its_grammar(speech_wav):
@@ -227,7 +242,7 @@ def test_the_grammar_recogniser_answers_only_with_sentences_of_its_grammar(speec
 def test_the_grammar_recogniser_is_deterministic():
     from opflowtalker.metrics.speech import transcribe
 
-    wav = spoken(HEARD["espeak-gb-female"], "espeak-northern-female")[0]
+    wav = spoken(MISHEARD, "espeak-northern-female")[0]
     first = transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS)
     transcribe(spoken("bin red at B one soon", "piper-joe")[0], SAMPLE_RATE, threads=1, grammar=SLOTS)
     assert transcribe(wav, SAMPLE_RATE, threads=1, grammar=SLOTS) == first
