@@ -24,12 +24,16 @@ JSON and NPZ outputs into what the chapter draws and says:
   is computed from, and how loud it is, so the audio chapter can say which windows hear silence.
 * :func:`sharpness` and :func:`sharpness_sentence`: whether generated faces keep the photo's detail
   (variance of the Laplacian), for the generate chapter.
+* :func:`video_html`: a clip as a ``<video>`` that plays in every browser: WebM (VP9, Opus) first,
+  for open-source Chromium and Firefox, which have no H.264, then the H.264 mp4, with the first
+  frame as its poster, all embedded so the page needs no other file.
 
 The other chapters' sentences are built from these too, so a chapter's prose follows its run.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 
 import cv2
@@ -40,7 +44,7 @@ from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
 
-__all__ = ["ReportError", "PIPELINE_ORDER", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
+__all__ = ["ReportError", "video_html", "PIPELINE_ORDER", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
@@ -775,3 +779,31 @@ def expert_calibration(truth: Mapping) -> str:
             f"the best offset is within one frame of 0 on {100 * np.mean(np.abs(offsets) <= 1):.0f}% of the real "
             f"test clips and within one frame of {-shift} on {100 * np.mean(np.abs(moved + shift) <= 1):.0f}% of the "
             f"shifted ones, mean LSE-C {np.mean(expert['lse_c']):.3f}.")
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def video_html(path: str | Path, width: int = 256, attributes: str = "controls loop") -> str:
+    """An HTML ``<video>`` of the mp4 at ``path`` with a WebM source first and the mp4 second, both
+    embedded as data URIs, and the first frame as the poster (so the page shows the face before
+    it plays). The WebM copy is made in a temporary folder: the mp4's own folder (often a DVC
+    output) is left as it is."""
+    import tempfile
+
+    from .video import iter_frames, write_webm
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="opflowtalker-webm-") as tmp:
+        webm = write_webm(path, Path(tmp) / "clip.webm").read_bytes()
+    first = next(iter_frames(path))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ReportError(f"cannot encode the first frame of {path} as a poster")
+    return (f'<video width="{int(width)}" {attributes} preload="auto" poster="{_data_uri(png.tobytes(), "image/png")}">'
+            f'<source src="{_data_uri(webm, "video/webm")}" type=\'video/webm; codecs="vp9, opus"\'>'
+            f'<source src="{_data_uri(path.read_bytes(), "video/mp4")}" type="video/mp4">'
+            "Your browser plays neither WebM nor H.264 video.</video>")

@@ -1,4 +1,5 @@
-"""Video in and out: RGB frames from any video ffmpeg reads, H.264 mp4 with muxed audio.
+"""Video in and out: RGB frames from any video ffmpeg reads, H.264 mp4 with muxed audio, and a
+WebM copy (VP9 and Opus) for browsers that do not play H.264 (open-source Chromium, some Firefox).
 
 Everything goes through the static ffmpeg that imageio-ffmpeg ships, so no system ffmpeg is
 needed. Frames are uint8 RGB arrays of shape (H, W, 3). Writing is atomic: the mp4 appears under
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ __all__ = [
     "resize_frames",
     "VideoWriter",
     "write_video",
+    "write_webm",
 ]
 
 
@@ -219,3 +222,28 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, audi
         writer.write(frames)
     return Path(path)
 
+
+
+def write_webm(path: str | Path, out: str | Path | None = None, crf: int = 34) -> Path:
+    """A WebM copy of the video at ``path`` (VP9 video, Opus audio when it has audio), written to
+    ``out`` (by default next to it, ``.webm``) and renamed into place only once complete.
+
+    VP9 in constant-quality mode (``-b:v 0``); ``crf`` 34 keeps a 96-256 px face sharp at a size
+    close to the H.264 file's.
+    """
+    path = Path(path)
+    probe(path)  # one clear line for a missing or undecodable file
+    out = path.with_suffix(".webm") if out is None else Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".webm-", dir=out.parent) as tmp:
+        target = os.path.join(tmp, "video.webm")
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path),
+                   "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0",
+                   "-row-mt", "1", "-deadline", "good", "-cpu-used", "4", "-pix_fmt", "yuv420p",
+                   "-c:a", "libopus", "-b:a", "64k", target]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not os.path.getsize(target):
+            message = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise VideoError(f"cannot write a WebM copy of {path}: {message}")
+        os.replace(target, out)
+    return out

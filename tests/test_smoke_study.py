@@ -91,5 +91,16 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     for name in hd["variants"]:
         assert f"hd train-generator {name}" in times and f"hd evaluate {name}" in times
     assert (project / "book" / "_build" / "html" / "chapters" / "hdtf.html").is_file()
+    # Every video of the built book decodes in headless Chromium, from its WebM source, to a frame
+    # that is not blank; the corpus and generate chapters hold them.
+    from opflowtalker.browser import find_chromium, video_states
+
+    if find_chromium() is not None:
+        pages = {page.stem: video_states(page) for page in (project / "book" / "_build" / "html" / "chapters").glob("*.html")}
+        assert {"corpus", "generate"} <= {name for name, states in pages.items() if states}
+        for name, states in pages.items():
+            for state in states:
+                assert state["event"] == "loadeddata" and state["readyState"] >= 2, (name, state)
+                assert state["source"] == "data:video/webm" and state["spread"] > 5 and state["poster"], (name, state)
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]

@@ -76,3 +76,38 @@ def test_bad_video_input_gives_a_clear_error(tmp_path):
     with pytest.raises(video.VideoError, match="RGB"):
         with video.VideoWriter(tmp_path / "gray.mp4", fps=25) as writer:
             writer.write(np.zeros((2, 8, 8), np.uint8)[None].repeat(2, 0))
+
+
+def _streams(path) -> str:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return " ".join(line.strip() for line in probe.stderr.splitlines() if "Stream #" in line)
+
+
+def test_the_webm_copy_holds_vp9_and_opus_and_the_same_frames(tmp_path, speech_wav):
+    wav = load_wav(speech_wav)
+    frames = moving_square(int(len(wav) / 16000 * 25))
+    mp4 = video.write_video(tmp_path / "clip.mp4", frames, fps=25, audio=(wav, 16000))
+    webm = video.write_webm(mp4)
+    assert webm == tmp_path / "clip.webm"
+    streams = _streams(webm)
+    assert "Video: vp9" in streams and "Audio: opus" in streams
+    info = video.probe(webm)
+    assert (info.width, info.height, info.fps) == (128, 96, 25.0) and abs(info.duration - len(wav) / 16000) < 0.1
+    back, _ = video.read_video(webm)
+    assert back.shape == frames.shape and np.abs(back.astype(int) - frames).mean() < 4
+    # A silent video gets no audio stream rather than a failure.
+    silent = video.write_webm(video.write_video(tmp_path / "silent.mp4", frames[:10], fps=25), tmp_path / "out" / "s.webm")
+    assert "Audio" not in _streams(silent)
+
+
+def test_a_webm_copy_of_a_missing_or_broken_video_is_refused_and_nothing_written(tmp_path):
+    with pytest.raises(video.VideoError, match="not found"):
+        video.write_webm(tmp_path / "none.mp4")
+    (tmp_path / "broken.mp4").write_text("not a video")
+    with pytest.raises(video.VideoError, match="broken.mp4"):
+        video.write_webm(tmp_path / "broken.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
