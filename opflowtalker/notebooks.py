@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .progress import progress_enabled
+
 __all__ = ["execute_notebook", "build_book", "NotebookError"]
 
 
@@ -48,7 +50,7 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict[
     try:
         papermill.execute_notebook(
             str(notebook), tmp, parameters=parameters or {}, kernel_name="python3",
-            cwd=str(cwd), progress_bar=False,
+            cwd=str(cwd), progress_bar=progress_enabled(),
         )
         _hide_default_parameters(tmp)
         os.replace(tmp, output)

@@ -38,6 +38,7 @@ from .datasets import Clip, read_dataset
 from .files import write_npz_atomic, write_text_atomic
 from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
+from .progress import progress
 
 __all__ = [
     "PreprocessError",
@@ -399,9 +400,9 @@ def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("tr
     if workers > 1 and len(jobs) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
-            results = list(pool.map(_run_clip, jobs))
+            results = list(progress(pool.map(_run_clip, jobs), total=len(jobs), desc="preprocess", unit="clip"))
     else:
-        results = [_run_clip(job) for job in jobs]
+        results = [_run_clip(job) for job in progress(jobs, desc="preprocess", unit="clip")]
 
     dropped = set()
     for (clip, _, _), result in zip(jobs, results):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import progress
 from ..video import write_video
 from .render import RenderConfig, RenderedClip, build_rig, load_portrait, render
 from .sentences import Sentence, sample_sentences, split_of
@@ -162,9 +163,10 @@ def build_corpus(root: str | Path, params: CorpusParams = CorpusParams()) -> dic
         jobs = [(spec, params, str(staging)) for spec in specs]
         if params.workers > 1:
             with ProcessPoolExecutor(params.workers) as pool:
-                results = list(pool.map(_render_into, jobs, chunksize=4))
+                results = list(progress(pool.map(_render_into, jobs, chunksize=4), total=len(jobs), desc="corpus",
+                                        unit="clip"))
         else:
-            results = [_render_into(job) for job in jobs]
+            results = [_render_into(job) for job in progress(jobs, desc="corpus", unit="clip")]
         for split in ("train", "val", "test"):
             keys = [s.key for s in specs if s.split == split]
             (staging / f"{split}.txt").write_text("".join(k + "\n" for k in keys))

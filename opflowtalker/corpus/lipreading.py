@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_npz_atomic
+from ..progress import progress
 from ..video import iter_frames, write_video
 from .build import ClipSpec, CorpusParams, plan_corpus, portrait_file
 from .render import RenderConfig, build_rig, load_portrait, render
@@ -168,9 +169,10 @@ def build_lipreading_corpus(out: str | Path, corpus: CorpusParams, params: LipRe
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(params.workers, len(jobs)), mp_context=context,
                                  initializer=_init_worker) as pool:
-            clips = list(pool.map(_crops_of, jobs, chunksize=8))
+            clips = list(progress(pool.map(_crops_of, jobs, chunksize=8), total=len(jobs), desc="lipreading corpus",
+                                  unit="clip"))
     else:
-        clips = [_crops_of(job) for job in jobs]
+        clips = [_crops_of(job) for job in progress(jobs, desc="lipreading corpus", unit="clip")]
     h, w = crop.crop_height, crop.crop_width
     shapes = [c[1] for c in clips]
     clips = [c[0] for c in clips]

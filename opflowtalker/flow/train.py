@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..landmarks import mouth_mask
+from ..progress import progress
 from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
 __all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "build_network", "load_trained_network", "NETWORKS", "train_flow_network",
@@ -177,9 +178,9 @@ def train_flow_network(name: str, prepared: str | Path, out: str | Path, params:
 
 
 @torch.no_grad()
-def _predict(estimator, pairs: FlowPairs, batch: int, iters: int | None) -> np.ndarray:
+def _predict(estimator, pairs: FlowPairs, batch: int, iters: int | None, desc: str = "flow") -> np.ndarray:
     preds = []
-    for start in range(0, len(pairs), batch):
+    for start in progress(range(0, len(pairs), batch), desc=desc, unit="batch"):
         idx = np.arange(start, min(start + batch, len(pairs)))
         image1, image2, _, _ = _batch(pairs, idx)
         pred = estimator(image1, image2, iters=iters) if iters is not None else estimator(image1, image2)
@@ -203,7 +204,8 @@ def evaluate_estimators(prepared: str | Path, checkpoints: dict[str, str | Path]
     rows = {}
     for label, (estimator, iters) in estimators.items():
         start = time.perf_counter()
-        pred = torch.zeros_like(target) if estimator is None else torch.from_numpy(_predict(estimator, pairs, 8, iters))
+        pred = (torch.zeros_like(target) if estimator is None
+                else torch.from_numpy(_predict(estimator, pairs, 8, iters, f"eval-flow {label}")))
         ms = 1000 * (time.perf_counter() - start) / len(pairs)
         rows[label] = {"epe": float(end_point_error(pred, target, valid)),
                        "epe_mouth": float(end_point_error(pred, target, mouth)),

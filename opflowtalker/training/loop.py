@@ -31,7 +31,8 @@
   (a step's batch and randomness depend on its number only). The caller says which runs may share
   one; the loop checks that the state is for fewer steps and under a schedule that allows it.
 * **Logs.** The loss terms every ``log_every`` steps go to the returned log (written next to the
-  checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``.
+  checkpoint as JSON, the file the book plots) and to dvclive under ``run_dir/live``; in a
+  terminal a progress bar over the steps (:mod:`opflowtalker.progress`) shows the last logged loss.
 
 The caller provides what differs between models: the model, ``loss_fn(model, batch, step)``
 returning a dict of scalar tensors whose ``"loss"`` is minimised, and ``sample_batch(rng, n)``
@@ -58,6 +59,7 @@ from torch import nn
 
 from ..files import write_json_atomic
 from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
+from ..progress import progress
 
 __all__ = ["LoopParams", "Distributed", "distributed", "fit", "run_identity", "to_device", "step_seed", "source_digest",
            "read_state"]
@@ -402,7 +404,9 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     sums: dict[str, float] = dict(pending["sums"])
     count = int(pending["count"])
     clock = time.perf_counter()
-    for step in range(start, params.steps):
+    # The bar counts steps and shows the mean loss of the last log point: it computes nothing.
+    steps = progress(range(start, params.steps), total=params.steps, initial=start, desc=name, unit="step")
+    for step in steps:
         rng = np.random.default_rng([params.seed, step, dist.rank])
         torch.manual_seed(step_seed(params.seed, step, dist.rank))
         for group in optimizer.param_groups:
@@ -444,12 +448,14 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
                     live.log_metric(f"train/{key}", value)
                 live.next_step()
             sums, count = {}, 0
+            steps.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
         if done % params.checkpoint_every == 0 and done != params.steps and dist.main:
             now = time.perf_counter()
             seconds, clock = seconds + now - clock, now
             _save_resume(resume_path, model, optimizer, scaler, done, history, seconds, fingerprint,
                          {"sums": sums, "count": count}, params.decay_from, warm_start=warm)
 
+    steps.close()
     if not history.get("eval") or history["eval"][-1]["step"] != params.steps:
         run_evaluation(params.steps)
     seconds += time.perf_counter() - clock
