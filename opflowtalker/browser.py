@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["BrowserError", "find_chromium", "dump_dom", "screenshot", "video_states"]
+__all__ = ["BrowserError", "find_chromium", "dump_dom", "screenshot", "video_states", "run_in_jupyterlab"]
 
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
           "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -135,3 +135,98 @@ def video_states(page: str | os.PathLike, budget_ms: int = 15000, timeout: float
     import html as html_module
 
     return json.loads(html_module.unescape(found.group(1)) or "[]")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_in_jupyterlab(notebook: str | os.PathLike, out: str | os.PathLike, ready: str = ".jupyter-widgets img",
+                      shot: str = ".widget-vbox", timeout: float = 300.0, size: tuple[int, int] = (1400, 2400)) -> dict:
+    """Open ``notebook`` in a JupyterLab started headless on localhost (its folder as the root, a
+    fresh configuration, nothing fetched), run all its cells in Chromium, wait until the CSS
+    selector ``ready`` appears (by default a figure inside a widget), and write a PNG of the first
+    element matching ``shot`` to ``out``. Returns what the page held: the counts of widgets,
+    dropdowns, sliders and figures in widget outputs, and whether any cell printed an error."""
+    import time
+    import urllib.request
+
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise BrowserError("headless Chromium is not installed (Debian: apt-get install chromium)")
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise BrowserError(f"no notebook at {notebook}")
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    port, token = _free_port(), os.urandom(12).hex()
+    with tempfile.TemporaryDirectory(prefix="opflowtalker-lab-") as home:
+        settings = Path(home) / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(Path(home) / "config"), "IPYTHONDIR": str(Path(home) / "ipython"),
+               "JUPYTERLAB_SETTINGS_DIR": str(Path(home) / "settings"),
+               "JUPYTERLAB_WORKSPACES_DIR": str(Path(home) / "workspaces"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+        import sys
+
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebook.parent}",
+             "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False", "--allow-root"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise BrowserError(f"JupyterLab did not start: {(server.stderr.read() or '').strip()[-300:]}") from None
+                    time.sleep(0.5)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=chromium, args=list(_FLAGS[1:]))
+                try:
+                    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+                    page.goto(f"{base}/lab/tree/{notebook.name}?token={token}", timeout=timeout * 1000)
+                    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout * 1000)
+                    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel",
+                                           timeout=timeout * 1000)
+                    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                    page.wait_for_selector(ready, timeout=timeout * 1000)
+                    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
+                                           ".kernel.status === 'idle'", timeout=timeout * 1000)
+                    target = page.locator(shot).first
+                    target.scroll_into_view_if_needed()
+                    page.wait_for_timeout(500)
+                    with tempfile.TemporaryDirectory(prefix=".shot-", dir=out.parent) as tmp:
+                        target.screenshot(path=str(Path(tmp) / "shot.png"))
+                        os.replace(Path(tmp) / "shot.png", out)
+                    return {"widgets": page.locator(".jupyter-widgets").count(),
+                            "dropdowns": page.locator(".widget-dropdown").count(),
+                            "sliders": page.locator(".widget-slider").count(),
+                            "buttons": page.locator(".jupyter-widgets button").count(),
+                            "figures": page.locator(".jupyter-widgets img").count(),
+                            "errors": page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                                                   ", .jp-RenderedText[data-mime-type='application/vnd.jupyter.error']").count()}
+                except PlaywrightError as error:
+                    raise BrowserError(f"JupyterLab did not run {notebook.name}: {str(error).splitlines()[0]}") from None
+                finally:
+                    browser.close()
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -357,6 +357,46 @@ def _hd_rows(params: dict) -> dict[str, str]:
         raise UserError(str(error)) from None
 
 
+def _cmd_plots(args: argparse.Namespace) -> None:
+    from .plots import PlotsError, training_runs, write_curves
+
+    try:
+        summary = write_curves(args.models, args.out, training_runs(_params(args)), args.flow_epe)
+    except PlotsError as error:
+        raise UserError(str(error)) from None
+    missing = summary["missing"]
+    print(f"curves of {len(summary['written'])} training runs written to {args.out}"
+          + (f"; not found, skipped: {', '.join(missing)}" if missing else ""))
+
+
+def _cmd_explorer_shot(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from .browser import BrowserError, run_in_jupyterlab
+    from .files import write_json_atomic
+    from .notebooks import NotebookError, parameterized_copy
+
+    settings = dict(_params(args).get("notebooks", {}).get(args.notebook.stem, {}))
+    # JupyterLab runs the notebook from a temporary folder: the study's paths go in absolute.
+    for key in ("prepared", "corpus", "generators_dir", "photo"):
+        if key in settings:
+            settings[key] = str(Path(settings[key]).resolve())
+    settings["interactive"] = True
+    with tempfile.TemporaryDirectory(prefix="opflowtalker-explorer-") as folder:
+        try:
+            copy = parameterized_copy(args.notebook, Path(folder) / args.notebook.name, settings)
+            page = run_in_jupyterlab(copy, args.out, timeout=args.timeout)
+        except (BrowserError, NotebookError) as error:
+            raise UserError(str(error)) from None
+    if page["errors"] or not page["figures"]:
+        args.out.unlink(missing_ok=True)
+        raise UserError(f"the explorer ran in JupyterLab with {page['errors']} errors and {page['figures']} figures")
+    write_json_atomic(args.out.with_suffix(".json"), {"notebook": str(args.notebook), "settings": {
+        k: v for k, v in settings.items() if k not in ("prepared", "corpus", "generators_dir", "photo")}, "page": page})
+    print(f"explorer screenshot {args.out}: {page['widgets']} widgets, {page['dropdowns']} dropdowns, "
+          f"{page['figures']} figures, no errors")
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
     from .generate import GenerateOptions, fixed_mmap_threshold, generate
 
@@ -516,6 +556,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("metrics/tables.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("plots", help="training curves and flow EPE as CSV files for `dvc plots show`")
+    p.add_argument("--models", type=Path, default=Path("models"), help="folder of the training logs")
+    p.add_argument("--flow-epe", type=Path, default=Path("metrics/flow_epe.json"))
+    p.add_argument("--out", type=Path, default=Path("metrics/curves"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=_cmd_plots)
+
+    p = sub.add_parser("explorer-shot", help="run the explorer notebook in headless JupyterLab and screenshot its widgets")
+    p.add_argument("--notebook", type=Path, default=Path("notebooks/explore.ipynb"))
+    p.add_argument("--out", type=Path, default=Path("results/explorer.png"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page (default 600)")
+    p.set_defaults(func=_cmd_explorer_shot)
 
     p = sub.add_parser("generate", help="lip-sync a face video or photo to speech (Wav2Lip's inference options)")
     p.add_argument("--face", type=Path, required=True, help="video or image with a face")

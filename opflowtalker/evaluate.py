@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -63,6 +64,7 @@ from .metrics.temporal import lip_flow_error, silence_motion, silent_frames, tem
 from .metrics.text import SENTENCE_METRICS
 from .models.checkpoints import load_model_checkpoint
 from .losses import mouth_masks
+from .progress import progress
 from .training.data import PreparedClip, load_split, lower_half_masked
 from .video import resize_frames
 
@@ -115,15 +117,18 @@ def model_face_size(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windows: int = 8) -> np.ndarray:
+def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windows: int = 8,
+                  with_motion: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Every frame of ``clip`` regenerated from its audio: (T, S, S, 3) uint8. A generator built for
     another face size (the 96-px Wav2Lip on 256-px clips) sees the frames resized to its size, and its
-    frames are resized back to the clip's."""
+    frames are resized back to the clip's. With ``with_motion``, also the motion field the model
+    predicts for each frame, (T, S, S, 2) in the clip's pixels, or None for a model without one."""
     device = next(model.parameters()).device
     n = len(clip)
     pairs = reference_windows(n, window)
     faces_in = resize_frames(clip.faces, model_face_size(model))
     out = np.zeros_like(faces_in)
+    motion_out: np.ndarray | None = None
     for i in range(0, len(pairs), batch_windows):
         chunk = pairs[i : i + batch_windows]
         target = np.stack([faces_in[s : s + window] for s, _ in chunk])
@@ -131,11 +136,23 @@ def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windo
         faces = np.concatenate([lower_half_masked(target), ref], axis=-1)  # (B, T, H, W, 6)
         faces = torch.from_numpy(faces).permute(0, 4, 1, 2, 3).float().div_(255.0)
         audio = torch.from_numpy(np.stack([clip.mels[s : s + window] for s, _ in chunk])).unsqueeze(2)
-        frames = model.generate(audio.to(device), faces.to(device)).frames
-        frames = (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
-        for (s, _), generated in zip(chunk, frames):
+        result = model.generate(audio.to(device), faces.to(device))
+        frames = (result.frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
+        motion = None if result.motion is None else result.motion.float().permute(0, 2, 3, 4, 1).cpu().numpy()
+        if motion is not None and motion_out is None:
+            motion_out = np.zeros((*faces_in.shape[:3], 2), np.float32)
+        for k, ((s, _), generated) in enumerate(zip(chunk, frames)):
             out[s : s + window] = generated  # a moved-back last window overwrites with the same audio
-    return resize_frames(out, clip.faces.shape[1])
+            if motion is not None:
+                motion_out[s : s + window] = motion[k]
+    frames = resize_frames(out, clip.faces.shape[1])
+    if not with_motion:
+        return frames
+    if motion_out is not None and motion_out.shape[1] != clip.faces.shape[1]:
+        scale = clip.faces.shape[1] / motion_out.shape[1]
+        size = (clip.faces.shape[2], clip.faces.shape[1])
+        motion_out = np.stack([cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) * scale for m in motion_out])
+    return frames, motion_out
 
 
 def _clips(prepared: str | Path, params: EvalParams) -> list[PreparedClip]:
@@ -276,7 +293,7 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
     per: dict[str, list] = {k: [] for k in ("psnr", "ssim", "lse_c", "lse_d", "offset", "m_lmd", "f_lmd",
                                             "jitter", "silence_motion", "flow_error")}
     lips, speech, fake_embeddings, real_all, fake_all, strips = [], [], [], [], [], []
-    for clip, shown in zip(clips, renditions):
+    for clip, shown in progress(zip(clips, renditions), total=len(clips), desc=f"evaluate {variant}", unit="clip"):
         frames = shown.frames
         if len(strips) < params.strip_clips:
             strips.append(frames[: params.strip_frames or None])
@@ -381,7 +398,7 @@ def evaluate_reference(prepared: str | Path, dataset: dict, judge_path: str | Pa
     judges = load_judges(judge_path, lipreader_path)
     grammar = SLOTS if dataset.get("kind", "corpus") == "corpus" else None
     speech, truth, lip_gt, voices, landmarks, embeddings = [], [], [], [], {}, {}
-    for clip in clips:
+    for clip in progress(clips, desc="evaluate reference", unit="clip"):
         source = sources[clip.key]
         speech.append(transcribe(source.video, grammar=grammar))
         truth.append(source.script)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .progress import progress_enabled
 
-__all__ = ["execute_notebook", "build_book", "NotebookError"]
+__all__ = ["execute_notebook", "parameterized_copy", "build_book", "NotebookError"]
 
 
 class NotebookError(RuntimeError):
@@ -56,6 +56,29 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict[
         os.replace(tmp, output)
     except papermill.PapermillExecutionError as err:
         raise NotebookError(f"{notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return output
+
+
+def parameterized_copy(notebook: str | Path, output: str | Path, parameters: dict[str, Any]) -> Path:
+    """``notebook`` with ``parameters`` injected after its parameters cell, as papermill would run
+    it, but not executed: for opening in JupyterLab with the study's settings."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    notebook, output = Path(notebook), Path(output)
+    if not notebook.is_file():
+        raise NotebookError(f"notebook not found: {notebook}")
+    nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".ipynb", prefix=f".{output.stem}-", dir=output.parent)
+    os.close(fd)
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
