@@ -129,7 +129,7 @@ def video_states(page: str | os.PathLike, budget_ms: int = 15000, timeout: float
         dom = dump_dom(copy.name, budget_ms, timeout)
     finally:
         os.unlink(copy.name)
-    found = re.search(r'<pre id="opflowtalker-video-states">([^<]*)</pre>', dom)
+    found = re.search(r'<pre id="opflowtalker-video-states"[^>]*>([^<]*)</pre>', dom)  # themes add attributes
     if found is None:
         raise BrowserError(f"Chromium ran no script on {page}")
     import html as html_module

@@ -102,5 +102,18 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
             for state in states:
                 assert state["event"] == "loadeddata" and state["readyState"] >= 2, (name, state)
                 assert state["source"] == "data:video/webm" and state["spread"] > 5 and state["poster"], (name, state)
+    # The explorer ran in headless JupyterLab, its chapter shows it; the curves are DVC plots that
+    # `dvc plots show` draws offline.
+    shot = json.loads((project / "results" / "explorer.json").read_text())["page"]
+    assert shot["figures"] == 2 and shot["errors"] == 0 and (project / "results" / "explorer.png").is_file()
+    assert (project / "book" / "_build" / "html" / "chapters" / "explore.html").is_file()
+    assert {"syncnet.csv", "sync_judge.csv", "lipreader.csv"} <= {p.name for p in (project / "metrics" / "curves" / "train").iterdir()}
+    plotted = subprocess.run(["dvc", "plots", "show"], cwd=project, env=env, capture_output=True, text=True)
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    if find_chromium() is not None:
+        from opflowtalker.browser import dump_dom
+
+        dom = dump_dom(project / "dvc_plots" / "index.html")
+        assert dom.count('class="marks"') >= 3 + 4 + len(variants)  # judges, flow networks, generators
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]
