@@ -25,6 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import OpFlowTalkerError
+
 __all__ = ["PORTRAITS", "LIPREADING_PORTRAITS", "SPEECH_PACKAGE", "AssetError", "fetch_assets", "speech_path", "portrait_path"]
 
 DEFAULT_ROOT = Path("data/external")
@@ -32,7 +34,7 @@ SPEECH_PACKAGE = "alsa-utils"
 SPEECH_DIR = "usr/share/sounds/alsa"
 
 
-class AssetError(RuntimeError):
+class AssetError(OpFlowTalkerError, RuntimeError):
     """An asset that is not on disk or cannot be fetched; one sentence for the user."""
 
 

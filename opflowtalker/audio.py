@@ -16,6 +16,8 @@ import numpy as np
 import soundfile
 from scipy import signal
 
+from .errors import OpFlowTalkerError
+
 __all__ = [
     "AudioError",
     "MelParams",
@@ -32,7 +34,7 @@ __all__ = [
 MEL_WINDOW_STEPS = 16
 
 
-class AudioError(ValueError):
+class AudioError(OpFlowTalkerError, ValueError):
     """Audio that cannot serve as a driving signal; the message is one sentence for the user."""
 
 

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .errors import OpFlowTalkerError
+
 __all__ = ["BrowserError", "find_chromium", "dump_dom", "screenshot", "video_states", "run_in_jupyterlab"]
 
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -23,7 +25,7 @@ _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
           "--autoplay-policy=no-user-gesture-required")
 
 
-class BrowserError(RuntimeError):
+class BrowserError(OpFlowTalkerError, RuntimeError):
     """Chromium is missing or could not render a page; the message is one sentence for the user."""
 
 

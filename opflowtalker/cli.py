@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import OpFlowTalkerError
+
 __all__ = ["main", "build_parser"]
 
 
-class UserError(Exception):
-    """Raised by stages for bad input; printed as one line."""
+class UserError(OpFlowTalkerError):
+    """Bad input found by the CLI itself (every package error derives from OpFlowTalkerError too)."""
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -64,30 +66,6 @@ def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES, out:
     times = json.loads(path.read_text()) if path.is_file() else {}
     times[stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json_atomic(path, dict(sorted(times.items())))
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .assets import AssetError
-    from .audio import AudioError
-    from .datasets import DatasetError
-    from .generate import GenerateError
-    from .landmarks import LandmarkError
-    from .metrics.image import MetricError
-    from .metrics.landmarks import LandmarkMetricError
-    from .metrics.speech import SpeechRecognitionError
-    from .metrics.sync import SyncError
-    from .metrics.text import TextMetricError
-    from .models.checkpoints import CheckpointError
-    from .corpus.lipreading import LipReadingCorpusError
-    from .models.lipreader import LipReaderError
-    from .notebooks import NotebookError
-    from .params import ParamsError
-    from .preprocess import PreprocessError
-    from .video import VideoError
-
-    return (UserError, GenerateError, AssetError, AudioError, CheckpointError, DatasetError, LandmarkError, NotebookError,
-            ParamsError, PreprocessError, VideoError, MetricError, LandmarkMetricError, SpeechRecognitionError,
-            SyncError, TextMetricError, LipReaderError, LipReadingCorpusError, FileNotFoundError)
 
 
 def _cmd_assets(args: argparse.Namespace) -> None:
@@ -611,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - start
             record_stage_time(_stage_name(args), max(wall, getattr(args, "trained_seconds", 0.0)),
                               out=getattr(args, "out", None))
-    except _user_errors() as err:
+    except (OpFlowTalkerError, FileNotFoundError) as err:
         message = err.strerror + f": {err.filename}" if isinstance(err, FileNotFoundError) and err.filename else err
         print(f"opflowtalker {args.command}: error: {message}", file=sys.stderr)
         return 2

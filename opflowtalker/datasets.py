@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import OpFlowTalkerError
+
 __all__ = [
     "Clip", "DatasetError", "LRS2_SPLITS", "HDTF_SPLITS", "read_transcript", "read_lrs2",
     "read_wav2lip_preprocessed", "hdtf_identity", "read_hdtf", "read_dataset",
@@ -30,7 +32,7 @@ LRS2_SPLITS = ("train", "val", "test", "pretrain")
 HDTF_SPLITS = ("train", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(OpFlowTalkerError, ValueError):
     """A dataset that is not where or what it should be; one sentence for the user."""
 
 

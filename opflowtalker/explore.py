@@ -33,6 +33,7 @@ from .flow.classical import dis_flow
 from .landmarks import MOUTH, mouth_mask
 from .report import SILENCE, loudness_per_frame
 from .viz import draw_landmarks, flow_to_color
+from .errors import OpFlowTalkerError
 
 __all__ = ["ExploreError", "Clip", "Generated", "test_keys", "load_clip", "find_generators", "generate_on_clip",
            "frame_view", "dynamics", "silent_stretches", "dynamics_view", "say", "generated_from_video"]
@@ -40,7 +41,7 @@ __all__ = ["ExploreError", "Clip", "Generated", "test_keys", "load_clip", "find_
 SAMPLE_RATE = 16000
 
 
-class ExploreError(ValueError):
+class ExploreError(OpFlowTalkerError, ValueError):
     """A view that cannot be drawn as asked; the message is one sentence for the user."""
 
 

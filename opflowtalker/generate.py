@@ -38,6 +38,7 @@ from tqdm import tqdm
 from . import audio as audio_lib
 from .preprocess import PreprocessParams, crop_frame, face_boxes
 from .video import VideoError, VideoWriter, iter_frames, probe, read_image
+from .errors import OpFlowTalkerError
 
 __all__ = ["GenerateError", "GenerateOptions", "Generator", "generate", "blend_mask", "fixed_mmap_threshold",
            "IMAGE_SUFFIXES"]
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class GenerateError(ValueError):
+class GenerateError(OpFlowTalkerError, ValueError):
     """Input that cannot be lip-synced; one sentence for the user."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import OpFlowTalkerError
+
 __all__ = [
     "Face",
     "LandmarkDetector",
@@ -60,7 +62,7 @@ FACE_ALIGNMENT_FILES = {
 }
 
 
-class LandmarkError(RuntimeError):
+class LandmarkError(OpFlowTalkerError, RuntimeError):
     """A landmark backend that cannot run here; the message is one sentence for the user."""
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .progress import progress_enabled
+from .errors import OpFlowTalkerError
 
 __all__ = ["execute_notebook", "parameterized_copy", "build_book", "NotebookError"]
 
 
-class NotebookError(RuntimeError):
+class NotebookError(OpFlowTalkerError, RuntimeError):
     """A notebook or book that failed to execute or build; one sentence for the user."""
 
 

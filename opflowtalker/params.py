@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import OpFlowTalkerError
+
 __all__ = ["ParamsError", "load_params", "from_mapping", "merge"]
 
 T = TypeVar("T")
 
 
-class ParamsError(ValueError):
+class ParamsError(OpFlowTalkerError, ValueError):
     """A parameters file or group that cannot be used; one sentence for the user."""
 
 

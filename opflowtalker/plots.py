@@ -16,13 +16,14 @@ import math
 from pathlib import Path
 
 from .files import write_text_atomic
+from .errors import OpFlowTalkerError
 
 __all__ = ["PlotsError", "JUDGES", "training_runs", "history_rows", "epe_rows", "to_csv", "write_curves"]
 
 JUDGES = ("syncnet", "sync_judge", "lipreader")  # the networks trained before the generators
 
 
-class PlotsError(ValueError):
+class PlotsError(OpFlowTalkerError, ValueError):
     """A training log or metrics file whose curves cannot be read; one sentence for the user."""
 
 

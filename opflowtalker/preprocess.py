@@ -39,6 +39,7 @@ from .files import write_npz_atomic, write_text_atomic
 from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
 from .progress import progress
+from .errors import OpFlowTalkerError
 
 __all__ = [
     "PreprocessError",
@@ -68,7 +69,7 @@ LANDMARK_BACKENDS = ("dlib", "face_alignment", "auto")
 FLOW_ESTIMATORS = ("dis",)
 
 
-class PreprocessError(ValueError):
+class PreprocessError(OpFlowTalkerError, ValueError):
     """Input the preprocessing cannot use; the message is one sentence for the user."""
 
 

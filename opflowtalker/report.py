@@ -43,6 +43,7 @@ import pandas as pd
 from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
+from .errors import OpFlowTalkerError
 
 __all__ = ["ReportError", "video_html", "PIPELINE_ORDER", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
@@ -58,7 +59,7 @@ PIPELINE_ORDER = ("corpus", "lipreading-corpus", "preprocess", "model-cost", "tr
 
 TIE = "tie"
 
-class ReportError(ValueError):
+class ReportError(OpFlowTalkerError, ValueError):
     """Pipeline outputs that the chapter cannot report on; one sentence for the user."""
 
 

@@ -20,6 +20,8 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile
 
+from .errors import OpFlowTalkerError
+
 __all__ = [
     "VideoError",
     "VideoInfo",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 
-class VideoError(ValueError):
+class VideoError(OpFlowTalkerError, ValueError):
     """A video that cannot be read or written; the message is one sentence for the user."""
 
 

@@ -42,12 +42,13 @@ from .render import RenderConfig, build_rig, load_portrait, render
 from .sentences import Sentence, sample_sentences, split_of
 from .speech import SAMPLE_RATE, get_voice, synthesize
 from .viseme import viseme_tracks
+from ..errors import OpFlowTalkerError
 
 __all__ = ["LipReadingCorpusParams", "CropSettings", "plan_lipreading", "lipreading_crops",
            "build_lipreading_corpus", "read_lipreading_corpus", "LipReadingCorpusError"]
 
 
-class LipReadingCorpusError(ValueError):
+class LipReadingCorpusError(OpFlowTalkerError, ValueError):
     """The lip-reading corpus cannot be built or read as asked."""
 
 

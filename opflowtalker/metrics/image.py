@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..errors import OpFlowTalkerError
+
 __all__ = [
     "MetricError",
     "MetricUnavailable",
@@ -51,7 +53,7 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
-class MetricError(ValueError):
+class MetricError(OpFlowTalkerError, ValueError):
     """Images (or features) that a metric cannot score; the message is one sentence for the user."""
 
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..landmarks import MOUTH, LandmarkDetector
+from ..errors import OpFlowTalkerError
 
 __all__ = ["LandmarkMetricError", "lmd", "detect_crop_landmarks", "UPSAMPLE"]
 
@@ -28,7 +29,7 @@ __all__ = ["LandmarkMetricError", "lmd", "detect_crop_landmarks", "UPSAMPLE"]
 UPSAMPLE = 2
 
 
-class LandmarkMetricError(ValueError):
+class LandmarkMetricError(OpFlowTalkerError, ValueError):
     """Landmarks that cannot be compared; the message is one sentence for the user."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..audio import load_wav
 from .text import DIGIT_WORDS, mean_wer
+from ..errors import OpFlowTalkerError
 
 __all__ = ["SpeechRecognitionError", "WHISPER_SAMPLE_RATE", "GRAMMAR_BEAM", "whisper_model_dir", "load_whisper",
            "transcribe", "recognition_by_voice"]
@@ -48,7 +49,7 @@ GRAMMAR_BEAM = 4
 WINDOW_SECONDS = 30
 
 
-class SpeechRecognitionError(ValueError):
+class SpeechRecognitionError(OpFlowTalkerError, ValueError):
     """Speech recognition that cannot run as asked; the message is one sentence for the user."""
 
 

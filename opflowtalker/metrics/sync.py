@@ -44,6 +44,7 @@ from ..audio import mel_window, num_video_frames
 from ..models.checkpoints import load_reference_state_dict, load_state_dict_strict
 from ..models.syncnet import SYNC_FRAMES, lower_half_window
 from ..video import resize_frames
+from ..errors import OpFlowTalkerError
 
 __all__ = [
     "SyncError",
@@ -78,7 +79,7 @@ V2_MFCC_WINDOW = 20
 PAIRWISE_EPS = 1e-6
 
 
-class SyncError(ValueError):
+class SyncError(OpFlowTalkerError, ValueError):
     """A clip that cannot be scored for lip sync; the message is one sentence for the user."""
 
 

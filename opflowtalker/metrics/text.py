@@ -34,6 +34,8 @@ import numpy as np
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from ..errors import OpFlowTalkerError
+
 __all__ = [
     "TextMetricError",
     "normalize",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 
-class TextMetricError(ValueError):
+class TextMetricError(OpFlowTalkerError, ValueError):
     """Texts that cannot be compared as asked; the message is one sentence for the user."""
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .syncnet import SyncNet
 from .wav2lip import Wav2Lip
+from ..errors import OpFlowTalkerError
 
 __all__ = [
     "CheckpointError",
@@ -59,7 +60,7 @@ _DESCRIPTIONS = {"SyncNet": "SyncNet lip-sync expert", "Wav2Lip": "Wav2Lip gener
                  "OpFlowTalker": "OpFlowTalker generator"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OpFlowTalkerError, ValueError):
     """A checkpoint that cannot be loaded as asked; the message is one sentence for the user."""
 
 

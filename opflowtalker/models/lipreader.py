@@ -50,6 +50,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..corpus.sentences import SLOTS
 from ..landmarks import EYES, MOUTH, eye_to_mouth_distance
+from ..errors import OpFlowTalkerError
 
 __all__ = [
     "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
@@ -72,7 +73,7 @@ INPUTS = ("pixels", "landmarks")
 _MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
 
 
-class LipReaderError(ValueError):
+class LipReaderError(OpFlowTalkerError, ValueError):
     """Input a lip reader cannot read, or a checkpoint that is not one; one sentence for the user."""
 
 
