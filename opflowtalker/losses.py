@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from .landmarks import mouth_mask
 from .models.syncnet import sync_loss
+from .warp import pixel_grid, sample
 
 __all__ = [
     "OFS_ALPHA", "DISTANCES", "REDUCTIONS", "l1_loss", "sync_loss", "compose_flows", "interval_flows",
@@ -66,13 +67,10 @@ def mouth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mouth: torch.Tensor) -> 
 def _sample(field: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``field`` (N, C, H, W) read at p + flow(p), bilinearly, and whether p + flow(p) lies in the image."""
     _, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
-                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
-    tx, ty = xs + flow[:, 0], ys + flow[:, 1]
-    grid = torch.stack([2 * tx / max(w - 1, 1) - 1, 2 * ty / max(h - 1, 1) - 1], dim=-1)
-    out = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    target = pixel_grid(h, w, flow) + flow.permute(0, 2, 3, 1)
+    tx, ty = target.unbind(-1)
     inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    return out, inside
+    return sample(field, target, padding="border"), inside
 
 
 def compose_flows(f_a: torch.Tensor, f_b: torch.Tensor, valid_a: torch.Tensor | None = None,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from ..warp import sample
+
 __all__ = ["coords_grid", "bilinear_sampler", "convex_upsample", "upflow8", "InputPadder"]
 
 
@@ -18,16 +20,9 @@ def coords_grid(batch: int, height: int, width: int, device: torch.device | str 
 
 
 def bilinear_sampler(image: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """``image`` (N, C, H, W) read at pixel coordinates ``coords`` (N, h, w, 2; x then y), zero outside.
-
-    Pixel coordinates map to grid_sample's [-1, 1] with the corners on pixel centres
-    (``align_corners=True``), so a dimension of one pixel divides by zero: callers must not sample
-    single-pixel maps (see :class:`opflowtalker.flow.raft.RAFT` for how inputs are kept large enough).
-    """
-    height, width = image.shape[-2:]
-    x, y = coords.split([1, 1], dim=-1)
-    grid = torch.cat([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)
-    return F.grid_sample(image, grid, align_corners=True)
+    """``image`` (N, C, H, W) read at pixel coordinates ``coords`` (N, h, w, 2; x then y), zero outside
+    (:func:`opflowtalker.warp.sample`, as RAFT's correlation lookup reads it)."""
+    return sample(image, coords, padding="zeros")
 
 
 def convex_upsample(flow: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ def warp_errors(frames: np.ndarray, flow: np.ndarray, valid: np.ndarray, region:
     """(T-1,) mean absolute error, in grey levels, between frame t and frame t+1 warped back by the
     flow ``flow`` (T-1, H, W, 2), over the pixels where ``valid`` (T-1, H, W) holds and, if given,
     ``region`` ((T-1, H, W) or (H, W)); NaN for a pair with no such pixel."""
-    from ..models.opflowtalker import warp
+    from ..warp import warp
 
     frames = np.asarray(frames)
     t = len(frames)

@@ -50,11 +50,12 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .conv import Conv2d, Conv2dTranspose
+from ..warp import warp
 from .generator import GeneratorOutput
 
 __all__ = [
     "OpFlowTalkerConfig", "AudioEncoder", "AudioAugmentation", "kl_divergence", "OpticalFlowPredictor",
-    "MotionDecoder", "warp", "FaceEncoder", "SequentialFusion", "FaceDecoder", "OpFlowTalker",
+    "MotionDecoder", "FaceEncoder", "SequentialFusion", "FaceDecoder", "OpFlowTalker",
     "count_parameters", "flops_per_frame",
 ]
 
@@ -240,25 +241,6 @@ class MotionDecoder(nn.Module):
         flow = self.flow_in(f_flow)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
         coarse = self.to_motion(self.head(torch.cat([x, masked, flow], dim=1)))
         return F.interpolate(coarse, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-
-
-def warp(features: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-    """Backward warp: out(p) = features(p + motion(p)).
-
-    ``motion`` (N, 2, H, W) holds (dx, dy) in pixels of the image, H x W; ``features`` may be at any
-    coarser size h x w (the field is resized to it). A pixel shift d is 2 d / W in grid_sample's
-    normalised coordinates at every scale, so one field serves all of them. Zero motion is the identity.
-    """
-    n, _, h, w = features.shape
-    image_h, image_w = motion.shape[-2:]
-    if (h, w) != (image_h, image_w):
-        motion = F.interpolate(motion, size=(h, w), mode="bilinear", align_corners=False)
-    # Pixel centres in normalised coordinates (align_corners=False), so zero motion samples exactly them.
-    ys = (torch.arange(h, device=features.device, dtype=features.dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=features.device, dtype=features.dtype) * 2 + 1) / w - 1
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-    offset = torch.stack([motion[:, 0] * (2.0 / image_w), motion[:, 1] * (2.0 / image_h)], dim=-1)
-    return F.grid_sample(features, base + offset, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # --- Faces ---------------------------------------------------------------------------------------
