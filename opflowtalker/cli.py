@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import OpFlowTalkerError
+from .stages import TIMED
 
 __all__ = ["main", "build_parser"]
 
@@ -34,8 +35,6 @@ def _params(args: argparse.Namespace) -> dict:
 # The stages of the study whose wall time the book reports (metrics/stage_times.json). The chapters
 # and the book run after the chart is drawn (the study chapter depends on the file), so they are not
 # in it: were they, every build would change a dependency of the chapter that drew it.
-TIMED = {"corpus", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet", "train-sync-judge",
-         "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables"}
 STAGE_TIMES = Path("metrics/stage_times.json")
 
 

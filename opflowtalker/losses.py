@@ -35,7 +35,7 @@ from .warp import pixel_grid, sample
 
 __all__ = [
     "OFS_ALPHA", "DISTANCES", "REDUCTIONS", "l1_loss", "sync_loss", "compose_flows", "interval_flows",
-    "mouth_l1_loss", "mouth_masks", "freeze", "OFSSchedule", "ofs_terms", "ofs_loss",
+    "mouth_l1_loss", "mouth_masks", "freeze", "OFS_AREAS", "OFSSchedule", "ofs_terms", "ofs_loss",
     "WRONG_MOTIONS", "busiest_window", "motion_candidates", "ofs_of_motions",
 ]
 
@@ -132,20 +132,30 @@ def freeze(flow_net: nn.Module) -> nn.Module:
     return flow_net.eval().requires_grad_(False)
 
 
+# Table 3c: which region the OFS loss watches -> alpha of Eq. 7 (0: face only, 1: mouth only).
+OFS_AREAS = {"face": 0.0, "mouth": 1.0, "face+mouth": OFS_ALPHA}
+
+
 @dataclass(frozen=True)
 class OFSSchedule:
-    """When the mouth term joins: the face term alone (alpha = 0) before ``mouth_start_step``, then alpha."""
+    """alpha of Eq. 7 at each training step: the ``area``'s alpha (:data:`OFS_AREAS`), except that
+    with both terms the face term runs alone (alpha = 0) before ``mouth_start_step``, as the paper
+    brings its two terms in "at different stages of training". A mouth-only loss has no face term
+    to start with, so its alpha is 1 from the first step."""
 
-    mouth_start_step: int
-    alpha: float = OFS_ALPHA
+    mouth_start_step: int = 0
+    area: str = "face+mouth"
 
     def __post_init__(self):
-        if self.mouth_start_step < 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"need mouth_start_step >= 0 and 0 <= alpha <= 1, "
-                             f"got {self.mouth_start_step} and {self.alpha}")
+        if self.area not in OFS_AREAS:
+            raise ValueError(f"the OFS area must be one of {', '.join(OFS_AREAS)}, got {self.area!r}")
+        if self.mouth_start_step < 0:
+            raise ValueError(f"mouth_start_step must be >= 0, got {self.mouth_start_step}")
 
     def alpha_at(self, step: int) -> float:
-        return self.alpha if step >= self.mouth_start_step else 0.0
+        if step >= self.mouth_start_step or self.area == "mouth":
+            return OFS_AREAS[self.area]
+        return 0.0
 
     __call__ = alpha_at
 

@@ -41,23 +41,20 @@ import numpy as np
 import pandas as pd
 
 from .audio import MEL_WINDOW_STEPS, WAV2LIP, MelParams, mel_steps_per_second
+from .stages import PIPELINE_ORDER
 from .metrics.intervals import NO_DIFFERENCE, paired_interval, verdict
 from .tables import format_cell, format_value
 from .errors import OpFlowTalkerError
 
-__all__ = ["ReportError", "video_html", "PIPELINE_ORDER", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
+__all__ = ["ReportError", "video_html", "variant_labels", "table_views", "agreement_sentence", "versus_reference", "missing_rows", "table_frame", "unavailable_notes",
            "paired_difference", "better_of", "winner_mask", "paper_rows", "agreement_with_paper", "head_to_head_sentences", "training_curves", "eval_curves", "lipreader_verdict",
            "syncnet_verdict", "stage_minutes", "strips_of_clip", "frame_strip_rows", "moving_stretch", "SILENCE", "loudness_per_frame",
            "lip_sync_row", "lip_sync_sentence", "window_samples", "window_loudness", "sharpness",
            "sharpness_sentence", "judge_calibration_table", "judge_bounds", "flow_network_bounds", "lip_sync_bounds", "speech_by_voice", "sync_judge_verdict",
            "expert_calibration"]
 
-# The order in which `dvc repro` runs the study's commands; stage names are "<command> [item]".
-PIPELINE_ORDER = ("corpus", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
-                  "train-sync-judge", "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables", "notebook",
-                  "book")
-
 TIE = "tie"
+
 
 class ReportError(OpFlowTalkerError, ValueError):
     """Pipeline outputs that the chapter cannot report on; one sentence for the user."""

@@ -85,11 +85,17 @@ def test_a_trial_run_written_outside_the_project_leaves_the_stage_times_alone(tm
     assert "train-syncnet" in json.loads((project / "metrics" / "stage_times.json").read_text())
 
 
-def test_every_timed_stage_has_its_place_in_the_pipeline_order_of_the_chart():
-    from opflowtalker import cli
-    from opflowtalker.report import PIPELINE_ORDER
+def test_the_pipeline_order_lists_exactly_the_commands_dvc_yaml_runs():
+    import yaml
 
-    assert cli.TIMED <= set(PIPELINE_ORDER)
+    from opflowtalker import cli
+    from opflowtalker.stages import PIPELINE_ORDER
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    cmds = [stage["do"]["cmd"] if "do" in stage else stage["cmd"] for stage in stages.values()]
+    called = {cmd.replace("--hd ", "").split()[1] for cmd in cmds}  # "opflowtalker [--hd] <command> ..."
+    assert called == set(PIPELINE_ORDER) and len(PIPELINE_ORDER) == len(set(PIPELINE_ORDER))
+    assert cli.TIMED <= set(PIPELINE_ORDER) and "notebook" not in cli.TIMED
 
 
 def test_the_hd_half_without_an_hd_group_is_one_line(tmp_path):

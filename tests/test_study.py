@@ -11,11 +11,11 @@ import yaml
 from opflowtalker.cli import main
 from opflowtalker.evaluate import generate_clip, reference_windows
 from opflowtalker.models.generator import GeneratorOutput
-from opflowtalker.losses import OFS_ALPHA, mouth_l1_loss, ofs_loss
+from opflowtalker.losses import OFS_ALPHA, OFS_AREAS, OFSSchedule, mouth_l1_loss, ofs_loss
 from opflowtalker.params import ParamsError, load_params, merge
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
 from opflowtalker.training.data import PreparedClip, generator_batch
-from opflowtalker.training.generator import OFS_AREAS, GeneratorLoss, build_generator, variant_params
+from opflowtalker.training.generator import GeneratorLoss, build_generator, variant_params
 
 from conftest import ROOT
 
@@ -150,6 +150,12 @@ def test_ofs_windows_scores_the_first_windows_of_the_batch_only():
 
 def test_ofs_area_rows_set_alpha_of_eq7():
     assert OFS_AREAS == {"face": 0.0, "mouth": 1.0, "face+mouth": OFS_ALPHA}
+    # With both terms the mouth joins at mouth_start_step; a mouth-only loss has it from the start.
+    assert [OFSSchedule(3, "face+mouth")(s) for s in (0, 2, 3)] == [0.0, 0.0, OFS_ALPHA]
+    assert [OFSSchedule(3, "mouth")(s) for s in (0, 3)] == [1.0, 1.0]
+    assert [OFSSchedule(3, "face")(s) for s in (0, 3)] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="OFS area"):
+        OFSSchedule(0, "lips")
     with pytest.raises(ParamsError, match="needs windows of more than 5"):
         _params(ofs_interval=5)
     with pytest.raises(ParamsError, match="unknown parameter"):

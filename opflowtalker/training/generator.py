@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..flow.train import load_trained_network
-from ..losses import freeze, l1_loss, mouth_l1_loss, ofs_loss
+from ..losses import OFS_AREAS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss
 from ..models.checkpoints import load_model_checkpoint
 from ..models.generator import generate
 from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
@@ -61,7 +61,7 @@ from .data import GeneratorBatch, generator_batch, load_split
 from .loop import LoopParams, distributed, fit
 
 __all__ = ["GeneratorTrainParams", "variant_params", "all_variants", "warm_start_of", "warm_up_params",
-           "build_generator", "GeneratorLoss", "train_generator", "OFS_AREAS", "LOSS_SWITCHES"]
+           "build_generator", "GeneratorLoss", "train_generator", "LOSS_SWITCHES"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,6 @@ LOSS_SWITCHES = ("flow_network", "ofs_interval", "ofs_area", "ofs_distance", "of
                  "sync_weight", "l1_weight", "mouth_weight", "kl_weight", "flow_iters", "flow_size", "ofs_windows")
 # Fields that say how long and how often, not what is trained (a warm-up is shorter).
 _CADENCE = ("steps", "checkpoint_every", "log_every", "eval_windows", "threads")
-
-# Table 3c: which region the OFS loss watches -> alpha of Eq. 7 (0: face only, 1: mouth only).
-OFS_AREAS = {"face": 0.0, "mouth": 1.0, "face+mouth": 0.1}
-
 
 @dataclass(frozen=True)
 class GeneratorTrainParams:
@@ -247,7 +243,7 @@ class GeneratorLoss:
             if step >= p.sync_start_step and p.sync_weight > 0:
                 total = total + p.sync_weight * sync
         if self.flow_net is not None:
-            alpha = OFS_AREAS[p.ofs_area] if (step >= p.mouth_start_step or p.ofs_area == "mouth") else 0.0
+            alpha = OFSSchedule(p.mouth_start_step, p.ofs_area).alpha_at(step)
             n = p.ofs_windows or len(frames)
             ofs = ofs_loss(frames[:n], batch.flow[:n], batch.valid[:n], batch.mouth[:n], self.flow_net, alpha=alpha,
                            interval=p.ofs_interval, distance=p.ofs_distance, reduction=p.ofs_reduction,
