@@ -35,6 +35,7 @@ __all__ = [
     "face_alignment_weight_paths",
     "dlib_model_path",
     "mouth_mask",
+    "mouth_masks",
     "face_mask",
     "lip_gap",
 ]
@@ -210,6 +211,20 @@ def mouth_mask(landmarks: np.ndarray, shape: tuple[int, int], dilate: int = 0) -
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
         mask = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
     return mask
+
+
+def mouth_masks(landmarks: np.ndarray, size: int | tuple[int, int], dilate: int = 0) -> np.ndarray:
+    """Boolean mouth masks (..., H, W), one per frame, from landmarks (..., 68, 2) in crop pixels:
+    the hull of the lips (points 48-67) grown by ``dilate`` pixels, so that the mouth term also sees
+    the skin the lips pull on."""
+    lm = np.asarray(landmarks)
+    if lm.shape[-2:] != (68, 2):
+        raise ValueError(f"expected landmarks (..., 68, 2), got shape {lm.shape}")
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    flat = lm.reshape(-1, 68, 2)
+    masks = np.stack([mouth_mask(points, shape, dilate=dilate) for points in flat]) if len(flat) else \
+        np.zeros((0, *shape), dtype=bool)
+    return masks.reshape(lm.shape[:-2] + shape)
 
 
 def face_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -16,7 +16,7 @@ the distance (Table 6: MSE or MAE) and how the pairs of a window are pooled (Tab
 Layouts: frames (B, 3, T, H, W) in [0, 1], the generator's output; ground-truth flow
 (B, T-1, 2, H, W) in pixels, channels first like the networks' output (preprocessing stores
 (T-1, H, W, 2) per clip: ``torch.from_numpy(flow).permute(0, 3, 1, 2)``); validity (B, T-1, H, W);
-mouth masks (B, T, H, W) (:func:`mouth_masks`).
+mouth masks (B, T, H, W) (:func:`opflowtalker.landmarks.mouth_masks`).
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .landmarks import mouth_mask
+from .landmarks import mouth_masks
 from .models.syncnet import sync_loss
 from .warp import pixel_grid, sample
 
 __all__ = [
     "OFS_ALPHA", "DISTANCES", "REDUCTIONS", "l1_loss", "sync_loss", "compose_flows", "interval_flows",
-    "mouth_l1_loss", "mouth_masks", "freeze", "OFS_AREAS", "OFSSchedule", "ofs_terms", "ofs_loss",
+    "mouth_l1_loss", "freeze", "OFS_AREAS", "OFSSchedule", "ofs_terms", "ofs_loss",
     "WRONG_MOTIONS", "busiest_window", "motion_candidates", "ofs_of_motions",
 ]
 
@@ -54,7 +54,8 @@ def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def mouth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:
     """The reconstruction loss over the mouth alone: mean absolute difference of frames (B, 3, T, H, W)
-    over the pixels of the mouth masks (B, T, H, W) (:func:`mouth_masks`); 0 where no mask has any."""
+    over the pixels of the mouth masks (B, T, H, W) (:func:`opflowtalker.landmarks.mouth_masks`); 0 where
+    no mask has any."""
     if pred.shape != gt.shape or mouth.shape != (pred.shape[0], *pred.shape[2:]):
         raise ValueError(f"frames {tuple(pred.shape)}, {tuple(gt.shape)} and mouth masks {tuple(mouth.shape)} "
                          "do not fit together")
@@ -105,20 +106,6 @@ def interval_flows(flow: torch.Tensor, valid: torch.Tensor, interval: int) -> tu
         total, ok = compose_flows(total, flow[:, j : j + pairs].reshape(-1, 2, h, w), ok,
                                   valid[:, j : j + pairs].reshape(-1, h, w))
     return total.reshape(b, pairs, 2, h, w), ok.reshape(b, pairs, h, w)
-
-
-def mouth_masks(landmarks: np.ndarray, size: int | tuple[int, int], dilate: int = 0) -> np.ndarray:
-    """Boolean mouth masks (..., H, W), one per frame, from landmarks (..., 68, 2) in crop pixels:
-    the hull of the lips (points 48-67) grown by ``dilate`` pixels, so that the mouth term also sees
-    the skin the lips pull on."""
-    lm = np.asarray(landmarks)
-    if lm.shape[-2:] != (68, 2):
-        raise ValueError(f"expected landmarks (..., 68, 2), got shape {lm.shape}")
-    shape = (size, size) if isinstance(size, int) else tuple(size)
-    flat = lm.reshape(-1, 68, 2)
-    masks = np.stack([mouth_mask(points, shape, dilate=dilate) for points in flat]) if len(flat) else \
-        np.zeros((0, *shape), dtype=bool)
-    return masks.reshape(lm.shape[:-2] + shape)
 
 
 # --- OFS loss --------------------------------------------------------------------------------------
@@ -251,7 +238,7 @@ def ofs_loss(frames: torch.Tensor, gt_flow: torch.Tensor, gt_valid: torch.Tensor
 
     frames: generated window (B, 3, T, H, W) in [0, 1] (scaled to 0..255 for the network).
     gt_flow, gt_valid: stored consecutive ground-truth flows (B, T-1, 2, H, W) and masks (B, T-1, H, W).
-    mouth: mouth masks (B, T, H, W) of the ground-truth frames (:func:`mouth_masks`).
+    mouth: mouth masks (B, T, H, W) of the ground-truth frames (:func:`opflowtalker.landmarks.mouth_masks`).
     flow_net: a differentiable flow network in eval mode, ``flow_net(image1, image2, **flow_kwargs)``
     on (N, 3, H, W) images in 0..255 giving (N, 2, H, W) flow in pixels, or a sequence ending in it.
     Gradients reach the frames, never the network's weights.

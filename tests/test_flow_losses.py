@@ -9,8 +9,9 @@ from torch.nn import functional as F
 from opflowtalker.flow.classical import ClassicalFlow, dis_flow, farneback_flow, forward_backward_valid
 from opflowtalker.flow.epe import end_point_error, multiscale_epe_loss, sequence_loss
 from opflowtalker.flow.flownet import REFERENCE_PARAMETERS, FlowNet2S, load_flownet_checkpoint
+from opflowtalker.landmarks import mouth_masks
 from opflowtalker.losses import (WRONG_MOTIONS, OFSSchedule, busiest_window, compose_flows, freeze, interval_flows,
-                                 l1_loss, motion_candidates, mouth_masks, ofs_loss, ofs_of_motions, ofs_terms)
+                                 l1_loss, motion_candidates, ofs_loss, ofs_of_motions, ofs_terms)
 from opflowtalker.models.checkpoints import CheckpointError
 
 SHIFT = (1.3, 0.7)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from opflowtalker.losses import mouth_masks
+from opflowtalker.landmarks import mouth_masks
 from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
 from opflowtalker.training.data import PreparedClip, generator_batch, lower_half_masked, syncnet_batch
 from opflowtalker.training.loop import LoopParams, fit, source_digest, step_seed

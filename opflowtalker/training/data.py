@@ -22,7 +22,7 @@ import torch
 
 from ..audio import mel_windows
 from ..datasets import DatasetError
-from ..losses import mouth_masks
+from ..landmarks import mouth_masks
 
 __all__ = ["PreparedClip", "load_split", "read_split_keys", "GeneratorBatch", "generator_batch",
            "syncnet_batch", "lower_half_masked"]
