@@ -291,7 +291,7 @@ def say(text: str, voice: str, face: str | Path, checkpoint: str | Path, out: st
 
     from .corpus.sentences import Sentence
     from .corpus.speech import list_voices, synthesize
-    from .generate import GenerateError, GenerateOptions, generate
+    from .generate import GenerateOptions, generate
 
     folder = Path(tempfile.mkdtemp(prefix="opflowtalker-say-")) if out is None else Path(out).parent
     out = folder / "said.mp4" if out is None else Path(out)
@@ -309,7 +309,7 @@ def say(text: str, voice: str, face: str | Path, checkpoint: str | Path, out: st
         soundfile.write(speech, wav, SAMPLE_RATE)
     try:
         summary = generate(face, speech, checkpoint, out, GenerateOptions(progress=False))
-    except GenerateError as error:
+    except OpFlowTalkerError as error:  # a face, speech or checkpoint that cannot be used
         raise ExploreError(str(error)) from None
     return {"video": out, "speech": Path(speech), "sentence": None if sentence is None else sentence.text,
             "summary": summary}

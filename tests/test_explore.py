@@ -132,6 +132,8 @@ def test_a_typed_sentence_is_said_by_a_generator_on_a_photo(study, tmp_path):
     assert own["sentence"] is None and own["video"].is_file()
     with pytest.raises(explore.ExploreError, match="not a GRID sentence"):
         explore.say("hello there", "piper-joe", photo, checkpoint, tmp_path / "x.mp4")
+    with pytest.raises(explore.ExploreError, match="face file not found"):
+        explore.say("place blue with y five please", "piper-joe", tmp_path / "nobody.png", checkpoint, tmp_path / "x.mp4")
     with pytest.raises(explore.ExploreError, match="unknown voice"):
         explore.say("place blue with y five please", "nobody", photo, checkpoint, tmp_path / "x.mp4")
     assert not (tmp_path / "x.mp4").exists()
