@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup study test book clean-env
+.PHONY: setup browser study test book clean-env
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,15 @@ $(VENV)/.installed: pyproject.toml
 data/external/MANIFEST.json: $(VENV)/.installed opflowtalker/assets.py
 	$(BIN)/opflowtalker assets --root data/external
 
-setup: $(VENV)/.installed data/external/MANIFEST.json
+# Debian's Chromium, for the checks that open pages in a browser (the book's videos, the explorer in
+# JupyterLab, the DVC plots page); where it cannot be installed those tests are skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed (apt-get install chromium): the browser tests will be skipped"
+
+setup: $(VENV)/.installed data/external/MANIFEST.json browser
 
 study: setup
 	$(BIN)/dvc repro

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import OpFlowTalkerError
 from .stages import TIMED
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "command_options", "WAV2LIP_OPTIONS"]
 
 
 class UserError(OpFlowTalkerError):
@@ -553,8 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", type=Path, required=True, help="speech: an audio file or a video with sound")
     p.add_argument("--checkpoint", "--checkpoint_path", type=Path, required=True,
                    help="a generator: ours (.safetensors) or Wav2Lip's (.pth)")
-    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"))
-    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"), help="where the mp4 is written")
+    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="grow the detected face box by these pixels (Wav2Lip's: 10 below, for the chin)")
     p.add_argument("--resize_factor", type=int, default=1, help="shrink the frames by this factor first")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output for a photo")
     p.add_argument("--static", action="store_true", help="use the first frame only and detect the face once")
@@ -565,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop the frames first (-1: to the edge)")
     p.add_argument("--rotate", action="store_true", help="turn the frames 90 degrees clockwise first")
     p.add_argument("--batch_size", "--wav2lip_batch_size", type=int, default=16, help="windows per forward pass")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="the model's arithmetic: fp32 or bf16 (bfloat16 under autocast)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)
 
@@ -574,6 +576,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
     p.set_defaults(func=_cmd_landmarks)
     return parser
+
+
+# Wav2Lip's inference.py options, by name: the generate chapter says which of them `generate` takes.
+WAV2LIP_OPTIONS = ("--checkpoint_path", "--face", "--audio", "--outfile", "--static", "--fps", "--pads",
+                   "--face_det_batch_size", "--wav2lip_batch_size", "--resize_factor", "--crop", "--box",
+                   "--rotate", "--nosmooth")
+
+
+def command_options(command: str) -> list[dict]:
+    """The options of ``opflowtalker <command>`` as its parser defines them, in order: ``dest``, the
+    option strings, the metavar, whether it is required, whether it is a switch, its default,
+    choices and help."""
+    import argparse as _argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, _argparse._SubParsersAction)).choices
+    if command not in commands:
+        raise UserError(f"no command {command!r}; the commands are {', '.join(commands)}")
+    return [{"dest": a.dest, "options": list(a.option_strings),
+             "metavar": " ".join(a.metavar) if isinstance(a.metavar, tuple) else (a.metavar or ""),
+             "required": bool(a.required), "switch": a.nargs == 0, "default": a.default,
+             "choices": list(a.choices) if a.choices else None, "help": a.help or ""}
+            for a in commands[command]._actions if a.dest != "help"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,3 +115,24 @@ def test_a_stage_of_the_hd_half_is_timed_apart_from_its_lrs2_twin():
     args = argparse.Namespace(command="train-generator", variant="full", warm_up=False, hd=True)
     assert cli._stage_name(args) == "hd train-generator full"
     assert cli._stage_name(argparse.Namespace(**{**vars(args), "hd": False})) == "train-generator full"
+
+
+def test_every_generate_option_says_what_it_does_and_defaults_as_the_api_does():
+    import dataclasses
+
+    from opflowtalker import cli
+    from opflowtalker.generate import GenerateOptions
+
+    options = cli.command_options("generate")
+    assert all(o["help"] for o in options), [o["dest"] for o in options if not o["help"]]
+    api = {f.name: f.default for f in dataclasses.fields(GenerateOptions)}
+    shared = [o for o in options if o["dest"] in api and o["dest"] != "box"]  # box: None means detect, in both
+    assert len(shared) >= 9
+    for o in shared:
+        default = tuple(o["default"]) if isinstance(o["default"], list) else o["default"]
+        assert default == api[o["dest"]], o["dest"]
+    # Of Wav2Lip's options, only the face detector's batch size has no meaning here (dlib detects frame by frame).
+    accepted = {name for o in options for name in o["options"]}
+    assert [n for n in cli.WAV2LIP_OPTIONS if n not in accepted] == ["--face_det_batch_size"]
+    with pytest.raises(cli.UserError, match="no command 'nothing'"):
+        cli.command_options("nothing")
