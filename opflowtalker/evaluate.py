@@ -62,7 +62,7 @@ from .metrics.intervals import mean_interval
 from .metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
 from .metrics.temporal import lip_flow_error, silence_motion, silent_frames, temporal_jitter
 from .metrics.text import SENTENCE_METRICS
-from .models.checkpoints import load_model_checkpoint
+from .models.registry import load_model_checkpoint
 from .landmarks import mouth_masks
 from .progress import progress
 from .training.data import PreparedClip, load_split, lower_half_masked

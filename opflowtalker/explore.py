@@ -117,7 +117,8 @@ def generate_on_clip(checkpoint: str | Path, clip: Clip, label: str | None = Non
     import torch
 
     from .evaluate import generate_clip
-    from .models.checkpoints import CheckpointError, load_model_checkpoint
+    from .models.checkpoints import CheckpointError
+    from .models.registry import load_model_checkpoint
     from .training.data import PreparedClip
 
     checkpoint = Path(checkpoint)

@@ -84,7 +84,8 @@ class Generator:
     """A generator checkpoint ready for inference: ours (safetensors) or Wav2Lip's ``.pth``."""
 
     def __init__(self, checkpoint: str | Path, precision: str = "fp32", device: str | None = None):
-        from .models.checkpoints import CheckpointError, load_model_checkpoint
+        from .models.checkpoints import CheckpointError
+        from .models.registry import load_model_checkpoint
         from .models.conv import fold_batchnorm
         from .models.generator import is_generator
 

@@ -6,8 +6,9 @@ use into dataclasses, so a typo in a key fails loudly instead of being ignored.
 ``profile: <name>`` selects a profile; ``profiles.<name>`` holds only the values that differ from
 the groups written out in the file (the default profile, ``embedded``, changes nothing). The
 profile's values are merged into the groups key by key, so ``profiles.smoke.train_syncnet.steps``
-replaces ``train_syncnet.steps`` and nothing else. Every DVC stage depends on ``profile`` and on
-``profiles.<profile>``, so switching profile reruns what it changes.
+replaces ``train_syncnet.steps`` and nothing else. Every profile names every group (``{}`` where it
+changes nothing): a DVC stage depends on its own groups and on the same groups of the profile, so a
+change to one value of a profile reruns only the stages that read its group.
 
 ``hd`` describes the HDTF-shaped half of the study (Tables 4 and 5): ``hd.overrides`` holds the
 values that differ there (the corpus rendered larger, 256-px crops and generators, its own folders)
@@ -24,7 +25,7 @@ import yaml
 
 from .errors import OpFlowTalkerError
 
-__all__ = ["ParamsError", "load_params", "from_mapping", "merge"]
+__all__ = ["ParamsError", "StageParams", "load_params", "from_mapping", "merge"]
 
 T = TypeVar("T")
 
@@ -61,6 +62,29 @@ def _load_profiled(path: Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: profile {profile!r} is not one of the profiles it defines "
                           f"({', '.join(profiles) or 'none'})")
     return merge(data, profiles[profile] or {})
+
+
+class StageParams(dict):
+    """The groups of ``params.yaml`` one command declared it reads (``stages.PARAMS``). Asking for
+    another group is an error rather than a silent default, so a stage cannot read a parameter its
+    DVC stage does not depend on."""
+
+    def __init__(self, params: dict[str, Any], groups: tuple[str, ...], who: str):
+        super().__init__({group: params[group] for group in groups if group in params})
+        self._groups, self._who = frozenset(groups), who
+
+    def _check(self, key: str) -> None:
+        if key not in self._groups:
+            raise ParamsError(f"{self._who} reads params.yaml group {key!r}, which it does not declare "
+                              f"(stages.PARAMS: {', '.join(sorted(self._groups)) or 'none'})")
+
+    def __getitem__(self, key: str) -> Any:
+        self._check(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._check(key)
+        return super().get(key, default)
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

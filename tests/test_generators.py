@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from opflowtalker.losses import freeze
-from opflowtalker.models.checkpoints import load_model_checkpoint, save_safetensors
+from opflowtalker.models.checkpoints import save_safetensors
+from opflowtalker.models.registry import load_model_checkpoint
 from opflowtalker.models.generator import GeneratorOutput, generate, is_generator
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from opflowtalker.models.syncnet import SyncNet, lower_half_window

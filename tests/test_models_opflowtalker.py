@@ -207,7 +207,8 @@ def test_config_rejects_unsupported_sizes():
 
 
 def test_a_safetensors_checkpoint_rebuilds_the_same_opflowtalker(tmp_path):
-    from opflowtalker.models.checkpoints import load_model_checkpoint, save_safetensors
+    from opflowtalker.models.checkpoints import save_safetensors
+    from opflowtalker.models.registry import load_model_checkpoint
 
     config = OpFlowTalkerConfig(width=0.125, sequential_fusion=False)
     torch.manual_seed(0)

@@ -16,13 +16,11 @@ from torch.nn import functional as F
 from opflowtalker.models import checkpoints
 from opflowtalker.models.checkpoints import (
     CheckpointError,
-    load_model_checkpoint,
     load_reference_state_dict,
     load_safetensors,
-    load_syncnet,
-    load_wav2lip,
     save_safetensors,
 )
+from opflowtalker.models.registry import load_model_checkpoint, load_syncnet, load_wav2lip
 from opflowtalker.models.syncnet import SyncNet, lower_half_window, sync_loss
 from opflowtalker.models.wav2lip import Wav2Lip
 

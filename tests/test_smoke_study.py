@@ -49,7 +49,7 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
     _git(project, "commit", "-qm", "smoke")  # dvclive wants a repository with a commit
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OMP_WAIT_POLICY": "PASSIVE"}
+           "OMP_WAIT_POLICY": "PASSIVE", "OPFLOWTALKER_CHECK_CODE": "1"}  # each command ran only traced code
     run = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
 
@@ -117,3 +117,28 @@ def test_the_whole_study_runs_under_the_smoke_profile(tmp_path):
         assert dom.count('class="marks"') >= 3 + 4 + len(variants)  # judges, flow networks, generators
     again = subprocess.run(["dvc", "status"], cwd=project, env=env, capture_output=True, text=True)
     assert "up to date" in again.stdout, again.stdout[-2000:]
+    # DVC reruns what a change changes, and nothing else. A docstring is not code: only the
+    # fingerprints stage sees the package change, and rerunning it changes no fingerprint, so no
+    # stage of the study is stale after it.
+    model = project / "opflowtalker" / "models" / "opflowtalker.py"
+    text = model.read_text()
+    model.write_text(text.replace('"""', '"""Edited. ', 1))
+    assert _stale(project, env) == {"fingerprints"}
+    rerun = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert "Running stage 'fingerprints'" in rerun.stdout
+    assert rerun.stdout.count("Running stage") == 1, rerun.stdout[-4000:]
+    assert _stale(project, env) == set()
+    # One key of the profile: only the stage that reads it (params.yaml rewritten from its values,
+    # so every other value stays what it was).
+    smoke = yaml.safe_load((project / "params.yaml").read_text())
+    smoke["profiles"]["smoke"]["train_syncnet"]["steps"] += 1
+    (project / "params.yaml").write_text(yaml.safe_dump(smoke, sort_keys=False))
+    assert _stale(project, env) == {"train_syncnet"}
+
+
+def _stale(project: Path, env: dict) -> set[str]:
+    """The stages `dvc status` finds out of date."""
+    status = subprocess.run(["dvc", "status", "--json"], cwd=project, env=env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr[-2000:]
+    return set(json.loads(status.stdout or "{}"))

@@ -76,14 +76,6 @@ def load_params_for(raw: dict, profile: str) -> dict:
     return merge({k: v for k, v in raw.items() if k != "profiles"}, raw["profiles"][profile] or {})
 
 
-def test_every_stage_of_the_pipeline_depends_on_the_profile():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
-        if "params" in body:
-            assert "profile" in body["params"] and "profiles.${profile}" in body["params"], name
-
-
 def _clip(n: int = 12, size: int = 96, seed: int = 0) -> PreparedClip:
     rng = np.random.default_rng(seed)
     landmarks = np.tile(np.array([[48.0, 60.0]]), (n, 68, 1)) + rng.normal(0, 4, (n, 68, 2))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import yaml
 
-from opflowtalker.models.checkpoints import load_model_checkpoint
+from opflowtalker.models.registry import load_model_checkpoint
 
 
 def _prepared(root, n_clips=4, frames=12, size=96):

@@ -253,8 +253,11 @@ def test_a_run_whose_model_code_changed_starts_afresh(tmp_path, monkeypatch):
     before = source_digest(tiny(), _mse, _regression)
     assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 0
     assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 6
-    # The file that defines the model changes (its forward pass, say): the finished run is not reused.
-    source.write_text(source.read_text() + "\n# forward changed\n")
+    # A comment or docstring in that file is not code: the finished run stands.
+    source.write_text('"""A tiny model."""\n' + source.read_text() + "\n# the model is tiny\n")
+    assert source_digest(tiny(), _mse, _regression) == before
+    # The file that defines the model changes (its code, say): the finished run is not reused.
+    source.write_text(source.read_text() + "\nWIDTH = 3\n")
     assert source_digest(tiny(), _mse, _regression) != before
     assert fit("m", tiny(), _mse, _regression, out, run_dir, params)["resumed_from"] == 0
     # A file beside it that defines none of the three leaves the digest alone.

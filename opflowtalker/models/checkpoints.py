@@ -23,42 +23,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .syncnet import SyncNet
-from .wav2lip import Wav2Lip
 from ..errors import OpFlowTalkerError
 
 __all__ = [
     "CheckpointError",
     "load_reference_state_dict",
     "load_state_dict_strict",
-    "load_wav2lip",
-    "load_syncnet",
+    "state_dict_mismatch",
     "save_safetensors",
     "load_safetensors",
-    "load_model_checkpoint",
     "REFERENCE_SUFFIXES",
 ]
 
 REFERENCE_SUFFIXES = (".pth", ".pt", ".tar")
-
-# Names stored in our checkpoints' metadata -> constructors taking the stored config (a dict).
-def _opflowtalker(config: dict) -> nn.Module:
-    from ..params import from_mapping
-    from .opflowtalker import OpFlowTalker, OpFlowTalkerConfig
-
-    return OpFlowTalker(from_mapping(OpFlowTalkerConfig, config, "checkpoint config"))
-
-
-MODEL_FACTORIES: dict[str, Callable[[dict], nn.Module]] = {
-    "SyncNet": lambda config: SyncNet(**config),
-    "Wav2Lip": lambda config: Wav2Lip(**config),
-    "OpFlowTalker": _opflowtalker,
-}
-
-# How each reference model is called in messages.
-_DESCRIPTIONS = {"SyncNet": "SyncNet lip-sync expert", "Wav2Lip": "Wav2Lip generator",
-                 "OpFlowTalker": "OpFlowTalker generator"}
-
 
 class CheckpointError(OpFlowTalkerError, ValueError):
     """A checkpoint that cannot be loaded as asked; the message is one sentence for the user."""
@@ -86,7 +63,7 @@ def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def _mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
+def state_dict_mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
     """What keeps ``state_dict`` from loading strictly into ``model``, or '' if nothing does."""
     expected = model.state_dict()
     # Files saved before PyTorch 0.4.1 lack batch-norm step counters; torch fills them in on loading
@@ -104,21 +81,11 @@ def _mismatch(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str:
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str,
                            source: str | os.PathLike) -> nn.Module:
     """Load every tensor of ``model`` from ``state_dict`` or raise a one-sentence CheckpointError."""
-    problem = _mismatch(model, state_dict)
+    problem = state_dict_mismatch(model, state_dict)
     if problem:
         raise CheckpointError(f"{source} is not a {what} checkpoint: {problem}")
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
-
-
-def load_wav2lip(path: str | os.PathLike) -> Wav2Lip:
-    """Wav2Lip's generator (``wav2lip.pth`` or ``wav2lip_gan.pth``) in eval mode."""
-    return load_state_dict_strict(Wav2Lip(), load_reference_state_dict(path), _DESCRIPTIONS["Wav2Lip"], path)
-
-
-def load_syncnet(path: str | os.PathLike) -> SyncNet:
-    """Wav2Lip's lip-sync expert (``lipsync_expert.pth``) in eval mode."""
-    return load_state_dict_strict(SyncNet(), load_reference_state_dict(path), _DESCRIPTIONS["SyncNet"], path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -175,27 +142,3 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path} has metadata that is not JSON ({error})") from error
     return state_dict, metadata
-
-
-def load_model_checkpoint(path: str | os.PathLike) -> nn.Module:
-    """An eval-mode model from ours (``.safetensors``, rebuilt from its metadata) or from a public
-    ``.pth``/``.pt``/``.tar`` checkpoint (recognised as Wav2Lip's generator or its SyncNet)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        state_dict, metadata = load_safetensors(path)
-        name = metadata.get("model")
-        if name not in MODEL_FACTORIES:
-            raise CheckpointError(f"{path} holds a model named {name!r}, which is none of {sorted(MODEL_FACTORIES)}")
-        model = MODEL_FACTORIES[name](metadata.get("config") or {})
-        return load_state_dict_strict(model, state_dict, _DESCRIPTIONS.get(name, name), path)
-    if suffix in REFERENCE_SUFFIXES:
-        state_dict = load_reference_state_dict(path)
-        candidates = {"Wav2Lip": Wav2Lip(), "SyncNet": SyncNet()}
-        problems = {name: _mismatch(model, state_dict) for name, model in candidates.items()}
-        for name, problem in problems.items():
-            if not problem:
-                return load_state_dict_strict(candidates[name], state_dict, _DESCRIPTIONS[name], path)
-        raise CheckpointError(f"{path} is neither a Wav2Lip generator nor a SyncNet checkpoint: as the "
-                              f"generator it has {problems['Wav2Lip']}; as SyncNet, {problems['SyncNet']}")
-    raise CheckpointError(f"{path} has suffix {suffix!r}; expected .safetensors or one of {REFERENCE_SUFFIXES}")

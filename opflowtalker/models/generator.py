@@ -5,7 +5,7 @@ in [0, 1] in Wav2Lip's layout (channels 0-2 the target frames with their lower h
 channels 3-5 the reference frames), and :meth:`Generator.generate` gives a :class:`GeneratorOutput`.
 It also says the window length ``window`` and face size ``image_size`` it was built for, and its
 ``config`` (a dataclass) is what its checkpoint stores to rebuild it
-(:func:`opflowtalker.models.checkpoints.load_model_checkpoint`). Training, evaluation, inference and
+(:func:`opflowtalker.models.registry.load_model_checkpoint`). Training, evaluation, inference and
 the cost tables call these alone, so none of them asks which model it holds.
 
 ``forward`` stays each model's own: Wav2Lip's is the public code's (one tensor), so its published

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..flow.train import load_trained_network
 from ..losses import OFS_AREAS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss
-from ..models.checkpoints import load_model_checkpoint
+from ..models.registry import load_model_checkpoint
 from ..models.generator import generate
 from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from ..models.syncnet import lower_half_window, sync_loss

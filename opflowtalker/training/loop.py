@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from ..files import write_json_atomic
+from ..fingerprints import code_digest
 from ..models.checkpoints import CheckpointError, load_safetensors, save_safetensors
 from ..progress import progress
 
@@ -202,11 +203,12 @@ def _defining_file(obj: Any) -> str | None:
 
 
 def source_digest(*objects: Any) -> str:
-    """A digest of the source files that define ``objects`` (see :func:`_defining_file`): it changes
-    when one of those files changes, and not when they are reached from elsewhere."""
+    """A digest of the code of the source files that define ``objects`` (see :func:`_defining_file`):
+    it changes when what one of those files does changes (not its docstrings or comments, as
+    :func:`opflowtalker.fingerprints.code_digest` reads code), and not when they are reached from elsewhere."""
     digest = hashlib.sha256()
     for path in sorted({p for p in map(_defining_file, objects) if p}):
-        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+        digest.update(Path(path).name.encode() + b"\0" + code_digest(Path(path).read_text(encoding="utf-8")).encode())
     return digest.hexdigest()[:16]
 
 

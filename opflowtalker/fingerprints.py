@@ -1,0 +1,249 @@
+"""What each stage of the study runs, as files DVC can depend on.
+
+A stage runs one ``opflowtalker`` command, and that command runs the package modules it imports,
+directly or through each other (imports inside functions count: they run when the stage runs).
+:func:`command_code` follows those imports from the command's own function in ``cli.py``, and from
+the code cells of the notebook a chapter executes. A module's *fingerprint* is a digest of its
+syntax tree without docstrings: editing a docstring, a comment or the layout of a line changes no
+fingerprint, while any change to what the code does changes it.
+
+``fingerprints/<command>.txt`` lists each module a command runs with its fingerprint (``cli.py``
+only as far as the command uses it: its own function and parser, and the shared helpers). The
+``fingerprints`` stage of ``dvc.yaml`` rewrites these files whenever the package changes (it takes a
+second), and every other stage depends on the file of its command, so DVC reruns a stage exactly
+when code it runs changed in substance.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+from .errors import OpFlowTalkerError
+
+__all__ = ["FingerprintError", "code_digest", "module_imports", "command_code", "all_fingerprints",
+           "write_fingerprints", "stale_fingerprints", "untraced_modules", "NOTEBOOK_COMMANDS", "CHECK_ENV"]
+
+PACKAGE = "opflowtalker"
+ROOT = Path(__file__).resolve().parent
+# Set (to anything) in the environment, the CLI checks after each command that it imported nothing
+# of the package that its fingerprint leaves out (the smoke study sets it).
+CHECK_ENV = "OPFLOWTALKER_CHECK_CODE"
+# The commands that run a notebook as well as their own code, and which notebook.
+NOTEBOOK_COMMANDS = {"explorer-shot": "notebooks/explore.ipynb"}
+
+
+class FingerprintError(OpFlowTalkerError, ValueError):
+    """A command or notebook whose code cannot be traced."""
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_digest(source: str | ast.AST) -> str:
+    """The fingerprint of Python ``source`` (text or a parsed tree): its syntax without docstrings."""
+    tree = ast.parse(source) if isinstance(source, str) else source
+    return hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()[:16]
+
+
+def _module_path(module: str) -> Path | None:
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = ROOT.joinpath(*parts[1:])
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _is_package(module: str) -> bool:
+    path = _module_path(module)
+    return path is not None and path.name == "__init__.py"
+
+
+def _exported_by(package: str, name: str) -> str | None:
+    """The module of ``package`` whose ``__all__`` declares ``name`` (the package's lazy exports)."""
+    from .exports import _declared
+
+    folder = _module_path(package).parent
+    for path in sorted(folder.glob("*.py")):
+        if not path.name.startswith("_") and name in _declared(path):
+            return f"{package}.{path.stem}"
+    return None
+
+
+def _resolve(current: str, is_package: bool, level: int, module: str | None) -> str:
+    if level == 0:
+        return module or ""
+    parts = current.split(".")
+    base = parts if is_package else parts[:-1]
+    base = base[:len(base) - (level - 1)]
+    return ".".join(base + ([module] if module else []))
+
+
+def _imports_in(nodes, current: str, is_package: bool) -> set[str]:
+    found: set[str] = set()
+    for node in nodes:
+        for item in ast.walk(node):
+            if isinstance(item, ast.Import):
+                found.update(alias.name for alias in item.names if alias.name.split(".")[0] == PACKAGE)
+            elif isinstance(item, ast.ImportFrom):
+                target = _resolve(current, is_package, item.level, item.module)
+                if target.split(".")[0] != PACKAGE:
+                    continue
+                found.add(target)
+                for alias in item.names:
+                    sub = f"{target}.{alias.name}"
+                    if _module_path(sub) is not None:
+                        found.add(sub)
+                    elif _is_package(target) and (owner := _exported_by(target, alias.name)):
+                        found.add(owner)
+    # Importing a module imports the packages above it.
+    for name in list(found):
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return {name for name in found if _module_path(name) is not None}
+
+
+def module_imports(module: str) -> set[str]:
+    """The package modules ``module`` imports anywhere in its file."""
+    path = _module_path(module)
+    if path is None:
+        raise FingerprintError(f"no module {module} in the package")
+    return _imports_in([ast.parse(path.read_text(encoding="utf-8"))], module, path.name == "__init__.py")
+
+
+def _closure(start: set[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = sorted(start)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(sorted(module_imports(module) - seen))
+    return seen
+
+
+def _command_function(command: str) -> str:
+    return "_" + command.replace("-", "_")
+
+
+def _cli_part(command: str) -> tuple[ast.Module, list[ast.AST]]:
+    """``cli.py`` as ``command`` runs it: its module-level statements, ``main``, the parser, the
+    command's own functions (``_cmd_<command>``, ``_parser_<command>``) and the helpers they name,
+    without the functions of the other commands. Returns that tree and its nodes."""
+    tree = ast.parse((ROOT / "cli.py").read_text(encoding="utf-8"))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    own = {"_cmd" + _command_function(command), "_parser" + _command_function(command)}
+    if not own & set(functions):
+        raise FingerprintError(f"cli.py has no command {command!r}")
+    others = {name for name in functions if name.startswith(("_cmd_", "_parser_")) and name not in own}
+    kept = {"main", "build_parser"} | (own & set(functions))
+    todo = [n for n in tree.body if not isinstance(n, ast.FunctionDef)] + [functions[name] for name in kept]
+    while todo:
+        for item in ast.walk(todo.pop()):
+            name = getattr(item, "id", None)
+            if name in functions and name not in kept and name not in others:
+                kept.add(name)
+                todo.append(functions[name])
+    tree.body = [n for n in tree.body if not isinstance(n, ast.FunctionDef) or n.name in kept]
+    return tree, list(tree.body)
+
+
+def _notebook_modules(path: Path) -> set[str]:
+    if not path.is_file():
+        raise FingerprintError(f"notebook not found: {path}")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    try:
+        with warnings.catch_warnings():  # a cell's own escapes are the chapter's business
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            tree = ast.parse("\n".join(lines))
+    except SyntaxError as error:
+        raise FingerprintError(f"{path}: a code cell is not Python ({error.msg}, line {error.lineno})") from None
+    return _imports_in([tree], "__main__", False)
+
+
+def command_code(command: str, notebook: str | Path | None = None) -> dict[str, str]:
+    """Each file ``opflowtalker <command>`` runs (with ``notebook``: and the notebook's imports),
+    relative to the project, with its fingerprint; ``cli.py`` is keyed by the command."""
+    cli_tree, nodes = _cli_part(command)
+    modules = _imports_in(nodes, f"{PACKAGE}.cli", False)
+    if notebook is None:
+        notebook = NOTEBOOK_COMMANDS.get(command)
+    if notebook is not None:
+        modules |= _notebook_modules(Path(notebook))
+    code = {f"{PACKAGE}/cli.py ({command})": code_digest(cli_tree)}
+    for module in sorted(_closure(modules) - {f"{PACKAGE}.cli"}):
+        path = _module_path(module)
+        code[str(path.relative_to(ROOT.parent))] = code_digest(path.read_text(encoding="utf-8"))
+    return dict(sorted(code.items()))
+
+
+def _render(code: dict[str, str]) -> str:
+    return "".join(f"{digest}  {name}\n" for name, digest in code.items())
+
+
+def all_fingerprints(notebooks: str | Path = "notebooks") -> dict[str, str]:
+    """Every fingerprint file's name and text: one per command of the study, one per chapter."""
+    from .stages import PIPELINE_ORDER
+
+    files = {f"{c}.txt": _render(command_code(c)) for c in PIPELINE_ORDER
+             if c not in ("fingerprints", "notebook")}
+    for path in sorted(Path(notebooks).glob("*.ipynb")):
+        files[f"notebook-{path.stem}.txt"] = _render(command_code("notebook", path))
+    return files
+
+
+def write_fingerprints(out: str | Path, notebooks: str | Path = "notebooks") -> dict[str, str]:
+    """Write :func:`all_fingerprints` into folder ``out`` (each file atomically; a file whose text
+    is unchanged is left as it is, and files no command needs are removed). Returns what was written."""
+    from .files import write_text_atomic
+
+    out = Path(out)
+    files = all_fingerprints(notebooks)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in set(p.name for p in out.glob("*.txt")) - set(files):
+        (out / stale).unlink()
+    for name, text in files.items():
+        path = out / name
+        if not path.is_file() or path.read_text() != text:
+            write_text_atomic(path, text)
+    return files
+
+
+def stale_fingerprints(folder: str | Path, notebooks: str | Path = "notebooks") -> list[str]:
+    """The fingerprint files of ``folder`` that differ from the code (missing and extra ones too)."""
+    folder = Path(folder)
+    files = all_fingerprints(notebooks)
+    present = {p.name for p in folder.glob("*.txt")}
+    stale = [name for name, text in files.items()
+             if not (folder / name).is_file() or (folder / name).read_text() != text]
+    return sorted(stale + sorted(present - set(files)))
+
+
+def untraced_modules(command: str, loaded, notebook: str | Path | None = None) -> list[str]:
+    """The modules among ``loaded`` (names, as in ``sys.modules``) of the package that
+    :func:`command_code` does not find ``command`` running: a command that imports one of them
+    depends on code its DVC stage does not. Empty when the tracing is complete."""
+    traced = {name.split(" ")[0] for name in command_code(command, notebook)}
+    found = []
+    for module in sorted(loaded):
+        path = _module_path(module)
+        if path is not None and str(path.relative_to(ROOT.parent)) not in traced:
+            found.append(module)
+    return found

@@ -1,0 +1,107 @@
+"""DVC's dependencies are the code and the parameters each stage runs on, no more and no less."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import yaml
+
+from opflowtalker import fingerprints
+from opflowtalker.fingerprints import code_digest, command_code, stale_fingerprints
+from opflowtalker.params import ParamsError, StageParams
+from opflowtalker.stages import params_of
+
+from conftest import ROOT
+
+
+def _stages() -> dict[str, dict]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def _command(body: dict) -> tuple[str, bool, str | None]:
+    """The opflowtalker command a stage runs, whether under --hd, and the chapter it executes."""
+    words = shlex.split(body["cmd"])
+    assert words[0] == "opflowtalker"
+    hd = words[1] == "--hd"
+    command = words[2] if hd else words[1]
+    notebook = words[2].rsplit("/", 1)[-1].removesuffix(".ipynb") if command == "notebook" else None
+    return command, hd, notebook
+
+
+@pytest.mark.parametrize("name", [n for n in _stages() if n != "fingerprints"])
+def test_each_stage_depends_on_exactly_the_groups_its_command_reads(name):
+    body = _stages()[name]
+    command, hd, notebook = _command(body)
+    groups = set(params_of(command, hd, notebook))
+    params = body.get("params", [])
+    top = {p.split(".")[0] for p in params if not p.startswith("profiles.")}
+    profiled = {p for p in params if p.startswith("profiles.")}
+    assert top == groups, name
+    assert profiled == {f"profiles.${{profile}}.{g}" for g in groups}, name
+
+
+def test_every_profile_names_every_group_a_stage_reads():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    read = {g for body in _stages().values() for g in params_of(*_command(body))}
+    for profile, groups in raw["profiles"].items():
+        assert read <= set(groups or {}), (profile, sorted(read - set(groups or {})))
+
+
+@pytest.mark.parametrize("name", list(_stages()))
+def test_each_stage_depends_on_its_commands_fingerprint_and_no_package_folder(name):
+    body = _stages()[name]
+    deps = body.get("deps", [])
+    if name == "fingerprints":
+        assert deps == ["opflowtalker", "notebooks"]
+        return
+    command, _, notebook = _command(body)
+    own = f"fingerprints/notebook-{notebook}.txt" if notebook else f"fingerprints/{command}.txt"
+    assert [d for d in deps if d.startswith("fingerprints")] == [own]
+    assert not [d for d in deps if d.startswith("opflowtalker")], name
+
+
+def test_the_committed_fingerprints_are_those_of_the_code():
+    assert stale_fingerprints(ROOT / "fingerprints", ROOT / "notebooks") == []
+
+
+def test_a_fingerprint_ignores_docstrings_and_comments_and_sees_code():
+    source = 'def f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n'
+    assert code_digest(source) == code_digest('def f(x):\n    """Two times x, said otherwise."""\n\n    return 2 * x\n')
+    assert code_digest(source) != code_digest('def f(x):\n    """Twice x."""\n    return 3 * x\n')
+    assert code_digest(source) != code_digest('def f(y):\n    """Twice x."""\n    return 2 * y\n')
+
+
+def test_a_command_runs_the_modules_it_imports_and_not_the_others():
+    syncnet = command_code("train-syncnet")
+    generator = command_code("train-generator")
+    assert "opflowtalker/models/syncnet.py" in syncnet
+    assert "opflowtalker/models/opflowtalker.py" not in syncnet
+    assert "opflowtalker/models/opflowtalker.py" in generator
+    # cli.py counts only as far as the command uses it: another command's function is left out.
+    assert syncnet["opflowtalker/cli.py (train-syncnet)"] != generator["opflowtalker/cli.py (train-generator)"]
+
+
+def test_a_chapter_runs_what_its_notebook_imports():
+    assert "opflowtalker/explore.py" in command_code("notebook", ROOT / "notebooks/explore.ipynb")
+    assert "opflowtalker/explore.py" not in command_code("notebook", ROOT / "notebooks/audio.ipynb")
+
+
+def test_an_unknown_command_cannot_be_traced():
+    with pytest.raises(fingerprints.FingerprintError, match="no command"):
+        command_code("no-such-stage")
+
+
+def test_a_command_is_refused_a_group_it_does_not_declare():
+    params = StageParams({"train_syncnet": {"steps": 3}, "generators": {}}, ("train_syncnet",), "opflowtalker x")
+    assert params["train_syncnet"] == {"steps": 3}
+    with pytest.raises(ParamsError, match="does not declare"):
+        params["generators"]
+    with pytest.raises(ParamsError, match="does not declare"):
+        params.get("generators")
+
+
+def test_a_module_a_command_imports_outside_its_trace_is_found():
+    assert fingerprints.untraced_modules("train-syncnet", ["opflowtalker.models.syncnet", "numpy"]) == []
+    assert fingerprints.untraced_modules("train-syncnet", ["opflowtalker.models.opflowtalker"]) == [
+        "opflowtalker.models.opflowtalker"]
