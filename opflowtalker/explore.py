@@ -31,7 +31,7 @@ import pandas as pd
 from .audio import load_wav
 from .flow.classical import dis_flow
 from .landmarks import MOUTH, mouth_mask
-from .report import SILENCE, loudness_per_frame
+from .metrics.lip_dynamics import SILENCE, loudness_per_frame
 from .viz import draw_landmarks, flow_to_color
 from .errors import OpFlowTalkerError
 

@@ -1,7 +1,6 @@
 """The VTCS lip reader: mouth crops, CTC decoding, training, checkpoints."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np

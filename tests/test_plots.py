@@ -109,7 +109,7 @@ def test_the_plots_stage_depends_on_every_log_it_reads_and_its_files_are_plotted
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     stage = dvc["stages"]["plots"]
     logs = {f"models/{run}.json" for run in training_runs(load_params(ROOT / "params.yaml"))}
-    assert set(stage["deps"]) == logs | {"opflowtalker/plots.py", "metrics/flow_epe.json"}
+    assert set(stage["deps"]) == logs | {"fingerprints/plots.txt", "metrics/flow_epe.json"}
     assert stage["cmd"] == "opflowtalker plots --out metrics/curves"
     assert stage["outs"] == [{"metrics/curves": {"cache": False}}]
     plotted = [next(iter(p)) for p in dvc["plots"]]

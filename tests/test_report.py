@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opflowtalker.report import (ReportError, agreement_sentence, missing_rows, flow_network_bounds, agreement_with_paper, versus_reference, better_of, eval_curves, frame_strip_rows,
-                                 head_to_head_sentences, lipreader_verdict, paper_rows, stage_minutes,
-                                 syncnet_verdict, table_frame, training_curves, unavailable_notes, variant_labels,
-                                 winner_mask, lip_sync_row, lip_sync_sentence, loudness_per_frame, sharpness,
-                                 sharpness_sentence, strips_of_clip, window_loudness, window_samples)
+from opflowtalker.metrics.lip_dynamics import lip_sync_row, loudness_per_frame, window_loudness, window_samples
+from opflowtalker.report import (ReportError, agreement_sentence, agreement_with_paper, better_of, eval_curves,
+                                 flow_network_bounds, frame_strip_rows, head_to_head_sentences, lip_sync_sentence,
+                                 lipreader_verdict, missing_rows, paper_rows, sharpness, sharpness_sentence,
+                                 stage_minutes, strips_of_clip, syncnet_verdict, table_frame, training_curves,
+                                 unavailable_notes, variant_labels, versus_reference, winner_mask)
 from conftest import ROOT
 from opflowtalker import audio
 from opflowtalker.tables import format_cell
