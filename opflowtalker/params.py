@@ -98,11 +98,18 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from ``values``, rejecting keys it does not have."""
+def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str = "", complete: bool = True) -> T:
+    """Build dataclass ``cls`` from ``values``, rejecting keys it does not have and (``complete``)
+    fields the values leave out. A stage's values so come from ``params.yaml`` alone, never from a
+    dataclass's defaults (which serve callers outside a study: the tests, ``generate``); a model's
+    architecture read from a checkpoint passes ``complete=False``, its defaults being the model's."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ParamsError(f"unknown parameter(s) {', '.join(unknown)} in {where or cls.__name__}")
+    missing = sorted(known - set(values))
+    if complete and missing:
+        raise ParamsError(f"{where or cls.__name__} lacks parameter(s) {', '.join(missing)}: "
+                          "params.yaml gives every one")
     return cls(**values)

@@ -10,6 +10,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = ROOT / "data" / "external"
 
 
+def study_params(overrides: dict | None = None) -> dict:
+    """The project's params.yaml groups (no profile) with ``overrides`` merged in, mapping by
+    mapping: a complete parameter file for a test that changes a few values."""
+    import yaml
+
+    from opflowtalker.params import merge
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    groups = {k: v for k, v in raw.items() if k not in ("profile", "profiles")}
+    return merge(groups, overrides or {})
+
+
 @pytest.fixture(scope="session")
 def speech_wav() -> Path:
     """A real human recording ("front centre", 48 kHz) that ships in Debian's alsa-utils."""

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from conftest import study_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +50,7 @@ def test_a_photo_without_a_face_is_one_line(tmp_path):
 
 def test_preprocess_of_a_missing_dataset_is_one_line(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("dataset: {kind: lrs2, root: /no/such/lrs2}\npreprocess: {size: 96}\n")
+    params.write_text(yaml.safe_dump(study_params({"dataset": {"kind": "lrs2", "root": "/no/such/lrs2"}})))
     proc = run_cli("preprocess", "--out", tmp_path / "prepared", "--params", params)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "/no/such/lrs2" in proc.stderr and "Traceback" not in proc.stderr

@@ -28,6 +28,8 @@ from opflowtalker.preprocess import (
 )
 from opflowtalker.video import probe, write_video
 
+from conftest import study_params
+
 FACES = Path(__file__).resolve().parents[1] / "data" / "external" / "faces"
 SPLITS = ("train", "test")
 MOVING = 0.25  # px per frame: slower pixels differ by less than the rounding and resampling floor
@@ -235,8 +237,12 @@ def test_pads_scale_with_the_face():
 
 
 def test_params_come_from_a_params_yaml_group():
-    p = params_module.from_mapping(PreprocessParams, {"size": 256, "pads": [0, 12, 0, 0]})
-    assert p.size == 256 and p.pads == (0, 12, 0, 0)
+    group = {k: v for k, v in study_params()["preprocess"].items() if k != "workers"}
+    p = params_module.from_mapping(PreprocessParams, {**group, "size": 256, "pads": [0, 12, 0, 0]})
+    assert p.size == 256 and p.pads == (0, 12, 0, 0) and p.smooth == group["smooth"]
+    del group["smooth"]
+    with pytest.raises(params_module.ParamsError, match="lacks parameter.s. smooth"):
+        params_module.from_mapping(PreprocessParams, group)
 
 
 @pytest.mark.parametrize("bad", [

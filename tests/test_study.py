@@ -15,9 +15,9 @@ from opflowtalker.losses import OFS_ALPHA, OFS_AREAS, OFSSchedule, mouth_l1_loss
 from opflowtalker.params import ParamsError, load_params, merge
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
 from opflowtalker.training.data import PreparedClip, generator_batch
-from opflowtalker.training.generator import GeneratorLoss, build_generator, variant_params
+from opflowtalker.training.generator import GeneratorLoss, GeneratorTrainParams, build_generator, variant_params
 
-from conftest import ROOT
+from conftest import ROOT, study_params
 
 torch.set_num_threads(1)
 
@@ -87,8 +87,7 @@ def _clip(n: int = 12, size: int = 96, seed: int = 0) -> PreparedClip:
 
 
 def _params(**overrides):
-    group = {"defaults": {"width": 0.0625, "steps": 1, "batch_size": 2}, "variants": {"v": overrides}}
-    return variant_params(group, "v")
+    return GeneratorTrainParams(**{"width": 0.0625, "steps": 1, "batch_size": 2, **overrides})
 
 
 def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
@@ -150,8 +149,9 @@ def test_ofs_area_rows_set_alpha_of_eq7():
         OFSSchedule(0, "lips")
     with pytest.raises(ParamsError, match="needs windows of more than 5"):
         _params(ofs_interval=5)
+    group = {"defaults": study_params()["generators"]["defaults"], "variants": {"v": {"widht": 1.0}}}
     with pytest.raises(ParamsError, match="unknown parameter"):
-        _params(widht=1.0)
+        variant_params(group, "v")
 
 
 def test_evaluation_windows_cover_every_frame_with_references_half_a_clip_away():

@@ -12,6 +12,8 @@ import yaml
 
 from opflowtalker.models.registry import load_model_checkpoint
 
+from conftest import study_params
+
 
 def _prepared(root, n_clips=4, frames=12, size=96):
     rng = np.random.default_rng(0)
@@ -36,8 +38,8 @@ def _free_port() -> int:
 
 def test_train_syncnet_under_torchrun_trains_one_model_on_two_processes(tmp_path):
     _prepared(tmp_path / "prepared")
-    params = {"train_syncnet": {"steps": 3, "batch_size": 4, "width": 0.125, "eval_pairs": 4, "checkpoint_every": 2,
-                                "log_every": 1, "threads": 1}}
+    params = study_params({"train_syncnet": {"steps": 3, "batch_size": 4, "width": 0.125, "eval_pairs": 4,
+                                             "checkpoint_every": 2, "log_every": 1, "threads": 1}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "syncnet.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -55,12 +57,14 @@ def test_train_syncnet_under_torchrun_trains_one_model_on_two_processes(tmp_path
 
 
 def _generator_params(tmp_path, loss_variants):
-    params = {"generators": {
-        "defaults": {"width": 0.0625, "steps": 4, "batch_size": 2, "ofs_weight": 0.0, "sync_weight": 0.0,
-                     "mouth_weight": 1.0, "eval_windows": 2, "checkpoint_every": 2, "log_every": 1, "threads": 1},
+    params = study_params()
+    params["generators"] = {
+        "defaults": {**params["generators"]["defaults"], "width": 0.0625, "steps": 4, "batch_size": 2,
+                     "ofs_weight": 0.0, "sync_weight": 0.0, "mouth_weight": 1.0, "eval_windows": 2,
+                     "checkpoint_every": 2, "log_every": 1, "threads": 1},
         "variants": {"full": {}},
         "warm_up": {"steps": 2, "variants": ["full"]},
-        "loss_variants": loss_variants}}
+        "loss_variants": loss_variants}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

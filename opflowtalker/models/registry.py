@@ -26,7 +26,7 @@ def _opflowtalker(config: dict) -> nn.Module:
     from ..params import from_mapping
     from .opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 
-    return OpFlowTalker(from_mapping(OpFlowTalkerConfig, config, "checkpoint config"))
+    return OpFlowTalker(from_mapping(OpFlowTalkerConfig, config, "checkpoint config", complete=False))
 
 
 MODEL_FACTORIES: dict[str, Callable[[dict], nn.Module]] = {
