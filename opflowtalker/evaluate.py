@@ -280,7 +280,9 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
     real clips, scored by ``judges``. The same function scores the generators and the controls.
 
     A rendition whose frames are the real clip's own array reuses the real side's landmarks and
-    face descriptors (the same detector on the same frames gives the same result).
+    face descriptors (the same detector on the same frames gives the same result). One function,
+    longer than most, so that every metric of a row reads the clips' arrays in one pass and the
+    control rows cannot be scored by other code than the generators.
     """
     from .models.lipreader import read_lips
 

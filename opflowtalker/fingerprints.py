@@ -2,16 +2,17 @@
 
 A stage runs one ``opflowtalker`` command, and that command runs the package modules it imports,
 directly or through each other (imports inside functions count: they run when the stage runs).
-:func:`command_code` follows those imports from the command's own function in ``cli.py``, and from
+:func:`command_code` follows those imports from the command's own functions in ``cli.py`` and
+``commands.py``, and from
 the code cells of the notebook a chapter executes. A module's *fingerprint* is a digest of its
 syntax tree without docstrings: editing a docstring, a comment or the layout of a line changes no
 fingerprint, while any change to what the code does changes it.
 
-``fingerprints/<command>.txt`` lists each module a command runs with its fingerprint (``cli.py``
-only as far as the command uses it: its own function and parser, and the shared helpers). The
-``fingerprints`` stage of ``dvc.yaml`` rewrites these files whenever the package changes (it takes a
-second), and every other stage depends on the file of its command, so DVC reruns a stage exactly
-when code it runs changed in substance.
+``fingerprints/<command>.txt`` lists each module a command runs with its fingerprint (``cli.py`` and
+``commands.py`` only as far as the command uses them: its parser and its function, and the shared
+helpers). The ``fingerprints`` stage of ``dvc.yaml`` rewrites these files whenever the package
+changes (it takes a second), and every other stage depends on the file of its command, so DVC
+reruns a stage exactly when code it runs changed in substance.
 """
 from __future__ import annotations
 
@@ -136,21 +137,24 @@ def _closure(start: set[str]) -> set[str]:
     return seen
 
 
-def _command_function(command: str) -> str:
-    return "_" + command.replace("-", "_")
+# The two modules every command runs only in part: its parser in cli.py, what it does in
+# commands.py; each file's functions for one command start with the prefix, then the command's name.
+SHARED = {"cli": "_parser_", "commands": "run_"}
 
 
-def _cli_part(command: str) -> tuple[ast.Module, list[ast.AST]]:
-    """``cli.py`` as ``command`` runs it: its module-level statements, ``main``, the parser, the
-    command's own functions (``_cmd_<command>``, ``_parser_<command>``) and the helpers they name,
-    without the functions of the other commands. Returns that tree and its nodes."""
-    tree = ast.parse((ROOT / "cli.py").read_text(encoding="utf-8"))
+def _part(module: str, command: str) -> tuple[ast.Module, list[ast.AST]]:
+    """``<module>.py`` (``cli`` or ``commands``) as ``command`` runs it: its module-level
+    statements, the command's own function there (``_parser_<command>``, ``run_<command>``), in
+    cli.py ``main`` and the parser, and the helpers they name, without the functions of the other
+    commands. Returns that tree and its nodes."""
+    prefix = SHARED[module]
+    tree = ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"))
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    own = {"_cmd" + _command_function(command), "_parser" + _command_function(command)}
-    if not own & set(functions):
-        raise FingerprintError(f"cli.py has no command {command!r}")
-    others = {name for name in functions if name.startswith(("_cmd_", "_parser_")) and name not in own}
-    kept = {"main", "build_parser"} | (own & set(functions))
+    own = prefix + command.replace("-", "_")
+    if own not in functions:
+        raise FingerprintError(f"{module}.py has no command {command!r} (no function {own})")
+    others = {name for name in functions if name.startswith(prefix) and name != own}
+    kept = {own} | ({"main", "build_parser"} if module == "cli" else set())
     todo = [n for n in tree.body if not isinstance(n, ast.FunctionDef)] + [functions[name] for name in kept]
     while todo:
         for item in ast.walk(todo.pop()):
@@ -180,15 +184,18 @@ def _notebook_modules(path: Path) -> set[str]:
 
 def command_code(command: str, notebook: str | Path | None = None) -> dict[str, str]:
     """Each file ``opflowtalker <command>`` runs (with ``notebook``: and the notebook's imports),
-    relative to the project, with its fingerprint; ``cli.py`` is keyed by the command."""
-    cli_tree, nodes = _cli_part(command)
-    modules = _imports_in(nodes, f"{PACKAGE}.cli", False)
+    relative to the project, with its fingerprint; ``cli.py`` and ``commands.py`` are keyed by the command."""
+    code, modules = {}, set()
+    for shared in SHARED:
+        tree, nodes = _part(shared, command)
+        modules |= _imports_in(nodes, f"{PACKAGE}.{shared}", False)
+        code[f"{PACKAGE}/{shared}.py ({command})"] = code_digest(tree)
     if notebook is None:
         notebook = NOTEBOOK_COMMANDS.get(command)
     if notebook is not None:
         modules |= _notebook_modules(Path(notebook))
-    code = {f"{PACKAGE}/cli.py ({command})": code_digest(cli_tree)}
-    for module in sorted(_closure(modules) - {f"{PACKAGE}.cli"}):
+    partial = {f"{PACKAGE}.{shared}" for shared in SHARED}
+    for module in sorted(_closure(modules - partial) - partial):
         path = _module_path(module)
         code[str(path.relative_to(ROOT.parent))] = code_digest(path.read_text(encoding="utf-8"))
     return dict(sorted(code.items()))

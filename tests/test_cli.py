@@ -59,7 +59,7 @@ def test_preprocess_of_a_missing_dataset_is_one_line(tmp_path):
 def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path, monkeypatch):
     """A training stage killed and resumed took the loop time of all its runs, not only the last
     process's few seconds; chapters and the book are not charted (the study chapter reads the file)."""
-    from opflowtalker import cli
+    from opflowtalker import cli, commands
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -67,7 +67,7 @@ def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path
     def resumed(args):
         args.trained_seconds = 600.0  # the log adds up every run of the loop
 
-    monkeypatch.setattr(cli, "_cmd_train_syncnet", resumed)  # build_parser binds the module's function
+    monkeypatch.setattr(commands, "run_train_syncnet", resumed)  # build_parser binds the module's function
     assert cli.main(["train-syncnet"]) == 0
     times = json.loads((tmp_path / "metrics" / "stage_times.json").read_text())
     assert times["train-syncnet"]["seconds"] == 600.0
@@ -75,13 +75,13 @@ def test_a_resumed_training_stage_is_charted_with_the_work_of_every_run(tmp_path
 
 
 def test_a_trial_run_written_outside_the_project_leaves_the_stage_times_alone(tmp_path, monkeypatch):
-    from opflowtalker import cli
+    from opflowtalker import cli, commands
 
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)
     (project / "dvc.yaml").write_text("stages: {}\n")
-    monkeypatch.setattr(cli, "_cmd_train_syncnet", lambda args: None)
+    monkeypatch.setattr(commands, "run_train_syncnet", lambda args: None)
     assert cli.main(["train-syncnet", "--out", str(tmp_path / "trial.safetensors")]) == 0
     assert not (project / "metrics" / "stage_times.json").exists()
     assert cli.main(["train-syncnet", "--out", "models/syncnet.safetensors"]) == 0

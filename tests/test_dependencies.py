@@ -80,6 +80,26 @@ def test_a_command_runs_the_modules_it_imports_and_not_the_others():
     assert "opflowtalker/models/opflowtalker.py" in generator
     # cli.py counts only as far as the command uses it: another command's function is left out.
     assert syncnet["opflowtalker/cli.py (train-syncnet)"] != generator["opflowtalker/cli.py (train-generator)"]
+    assert (syncnet["opflowtalker/commands.py (train-syncnet)"]
+            != generator["opflowtalker/commands.py (train-generator)"])
+
+
+def test_editing_one_command_leaves_the_fingerprints_of_the_others(tmp_path, monkeypatch):
+    import shutil
+
+    package = tmp_path / "opflowtalker"
+    shutil.copytree(ROOT / "opflowtalker", package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {c: command_code(c) for c in ("train-syncnet", "train-generator")}
+    commands = package / "commands.py"
+    source = commands.read_text()
+    assert "def run_train_generator(args: argparse.Namespace) -> None:\n" in source
+    commands.write_text(source.replace("def run_train_generator(args: argparse.Namespace) -> None:\n",
+                                       "def run_train_generator(args: argparse.Namespace) -> None:\n    args = args\n"))
+    monkeypatch.setattr(fingerprints, "ROOT", package)
+    after = {c: command_code(c) for c in ("train-syncnet", "train-generator")}
+    assert after["train-syncnet"] == before["train-syncnet"]
+    assert after["train-generator"]["opflowtalker/commands.py (train-generator)"] != \
+        before["train-generator"]["opflowtalker/commands.py (train-generator)"]
 
 
 def test_a_chapter_runs_what_its_notebook_imports():

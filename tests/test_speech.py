@@ -193,6 +193,23 @@ def test_synthesis_is_byte_for_byte_deterministic(voice):
     assert wav.tobytes() == again.tobytes() and phones == phones_again
 
 
+def test_too_little_noise_for_the_neural_voice_is_retried_with_the_same_noise_extended(monkeypatch):
+    from opflowtalker.corpus import piper
+
+    text = "place white in Q four please"
+    wav, phones = synthesize(text, "piper-joe", seed=5)
+    drawn, real = [], piper._noise
+
+    def short_first(seed, sentence, stream, channels, frames):
+        drawn.append(frames)
+        return real(seed, sentence, stream, channels, 4 if len(drawn) <= 2 else frames)  # both streams short once
+
+    monkeypatch.setattr(piper, "_noise", short_first)
+    again, phones_again = synthesize(text, "piper-joe", seed=5)
+    assert len(drawn) == 4 and drawn[2] == 4 * drawn[0]  # it ran out, then fed four times the frames
+    assert wav.tobytes() == again.tobytes() and phones == phones_again
+
+
 def test_the_seed_varies_the_neural_voice():
     text = "place white in Q four please"
     assert synthesize(text, "piper-joe", seed=1)[0].tobytes() != synthesize(text, "piper-joe", seed=2)[0].tobytes()

@@ -359,6 +359,10 @@ def fit(name: str, model: nn.Module, loss_fn: Callable[[nn.Module, Any, int], di
     ``warm_start``: a state file to continue from when this run has no resume checkpoint of its own
     (see the module's text). ``save_state``: ``out`` holds the whole loop state (model, Adam moments,
     step, log and ``metadata``), a warm start for other runs, instead of the bare weights.
+
+    It is one function, longer than most, because its parts share the loop's state (model,
+    optimiser, scaler, step, random generator, log, the process group) in the order a resume
+    relies on; split, each piece would take and hand back all of it.
     """
     out, run_dir = Path(out), Path(run_dir)
     metadata = dict(metadata or {})
