@@ -15,7 +15,8 @@ from opflowtalker.corpus.lipreading import (CropSettings, LipReadingCorpusError,
                                             read_lipreading_corpus)
 from opflowtalker.corpus.sentences import Sentence, split_of
 from opflowtalker.datasets import Clip
-from opflowtalker.models.lipreader import LipReaderConfig, lip_inputs, mouth_crops
+from opflowtalker.models.lipreader import LipReaderConfig, lip_inputs
+from opflowtalker.models.mouths import mouth_crops
 from opflowtalker.preprocess import PreprocessParams, preprocess_clip
 from opflowtalker.training.lipreader import LipReaderTrainParams, train_lipreader
 

@@ -13,7 +13,8 @@ from opflowtalker.evaluate import (CONTROLS, EvalParams, evaluate_generator, eva
 from opflowtalker.metrics.intervals import mean_interval, paired_interval, verdict
 from opflowtalker.metrics.sync import clip_sync_scores_judge, shifted_mel
 from opflowtalker.models.checkpoints import save_safetensors
-from opflowtalker.models.lipreader import LipReader, LipReaderConfig, grammar_decode
+from opflowtalker.models.ctc import grammar_decode
+from opflowtalker.models.lipreader import LipReader, LipReaderConfig
 from opflowtalker.models.sync_judge import SyncJudge, SyncJudgeConfig, load_sync_judge
 from opflowtalker.report import strips_of_clip
 from opflowtalker.training.data import PreparedClip

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from opflowtalker.models.checkpoints import CheckpointError, save_safetensors
+from opflowtalker.models.ctc import greedy_decode
 from opflowtalker.models.lipreader import (CHARACTERS, GRID_WORDS, LipReader, LipReaderConfig, LipReaderError,
-                                           greedy_decode, lip_inputs, load_lipreader, mirror_shapes, mouth_crops,
-                                           mouth_shapes, read_lips)
+                                           lip_inputs, load_lipreader, read_lips)
+from opflowtalker.models.mouths import mirror_shapes, mouth_crops, mouth_shapes
 from opflowtalker.training.lipreader import (LipReaderTrainParams, LipReadingClips, chance_level,
                                              evaluate_lipreader, lipreader_loss, load_lipreading_clips,
                                              sample_lipreader_batch, train_lipreader)

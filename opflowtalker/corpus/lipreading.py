@@ -125,7 +125,8 @@ def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
                      params: LipReadingCorpusParams = LipReadingCorpusParams()) -> tuple[np.ndarray, np.ndarray]:
     """One clip's mouth crops (T, h, w) uint8 and mouth shapes (T, 20, 2) float32: rendered,
     through H.264, face-cropped, then mouth-cropped and measured as a lip reader does."""
-    from ..models.lipreader import LipReaderConfig, lip_inputs, mouth_crops
+    from ..models.lipreader import LipReaderConfig, lip_inputs
+    from ..models.mouths import mouth_crops
     from ..preprocess import PreprocessParams, crop_frame, crop_landmarks, face_boxes
 
     wav, phones = synthesize(Sentence.from_text(spec.sentence).spoken, get_voice(spec.voice), seed=spec.seed)

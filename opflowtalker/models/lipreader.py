@@ -41,7 +41,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -49,14 +48,12 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..corpus.sentences import SLOTS
-from ..landmarks import EYES, MOUTH, eye_to_mouth_distance
-from ..errors import OpFlowTalkerError
+from ..landmarks import MOUTH
+from .ctc import BLANK, decode
+from .mouths import LipReaderError, mirror_shapes, mouth_crops, mouth_shapes
 
-__all__ = [
-    "LipReaderConfig", "LipReader", "LipReaderError", "CHARACTERS", "GRID_WORDS", "BLANK",
-    "greedy_decode", "grammar_decode", "decode", "mouth_crops", "mouth_shapes", "mirror_shapes", "lip_inputs",
-    "read_lips", "load_lipreader",
-]
+__all__ = ["LipReaderConfig", "LipReader", "CHARACTERS", "GRID_WORDS", "lip_inputs", "read_lips",
+           "load_lipreader"]
 
 CHARACTERS = tuple(" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 """The character tokens (what LRS2 transcripts are written in)."""
@@ -64,17 +61,7 @@ CHARACTERS = tuple(" 'ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 GRID_WORDS = tuple(sorted({word.upper() for slot in SLOTS for word in slot}))
 """The 51 words of the GRID grammar the corpus speaks."""
 
-BLANK = 0
-"""Index of the CTC blank; token i of the vocabulary is class i + 1."""
-
 INPUTS = ("pixels", "landmarks")
-
-# The mouth points 48-67 mirrored left to right: outer lip 48-59 about 51 and 57, inner 60-67 about 62 and 66.
-_MIRROR = np.array([6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 16, 15, 14, 13, 12, 19, 18, 17])
-
-
-class LipReaderError(OpFlowTalkerError, ValueError):
-    """Input a lip reader cannot read, or a checkpoint that is not one; one sentence for the user."""
 
 
 @dataclass(frozen=True)
@@ -253,183 +240,6 @@ def _standardise(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     mean = (x * weight).sum(dim=(1, 2, 3, 4), keepdim=True) / count
     var = (((x - mean) * weight) ** 2).sum(dim=(1, 2, 3, 4), keepdim=True) / count
     return (x - mean) / (var + 1e-6).sqrt()
-
-
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
-                  config: LipReaderConfig | None = None) -> list[str]:
-    """Best-path CTC decoding of (B, T, V) log-probabilities: the most likely class per frame,
-    repeats collapsed, then blanks dropped ("a a _ a b b" -> "a a b"), as text of ``config``'s
-    tokens (the default config when None)."""
-    config = config or LipReaderConfig()
-    if log_probs.ndim != 3 or log_probs.shape[-1] != config.n_classes:
-        raise LipReaderError(f"log-probabilities must be shaped (B, T, {config.n_classes}), not {tuple(log_probs.shape)}")
-    best = log_probs.argmax(dim=-1).cpu().numpy()
-    lengths = np.full(len(best), best.shape[1]) if lengths is None else lengths.cpu().numpy()
-    texts = []
-    for path, n in zip(best, lengths):
-        path = path[: int(n)]
-        keep = np.ones(len(path), dtype=bool)
-        keep[1:] = path[1:] != path[:-1]
-        texts.append(config.decode([int(c) for c in path[keep] if c != BLANK]))
-    return texts
-
-
-def _grammar_lattice(config: LipReaderConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
-    """The CTC lattice of a slot grammar: a blank state before, between and after the slots and one
-    state per word of each slot. Returns each state's class, the (N, N) log transition matrix
-    (0 allowed, -inf not), the start and end masks, and each state's word (None for blanks)."""
-    index = {token: i + 1 for i, token in enumerate(config.token_list)}
-    classes, words, slot_of = [BLANK], [None], [0]
-    for j, slot in enumerate(config.grammar, start=1):
-        for word in slot:
-            classes.append(index[word]); words.append(word); slot_of.append(j)
-        classes.append(BLANK); words.append(None); slot_of.append(j)
-    n = len(classes)
-    slot_of, classes = np.array(slot_of), np.array(classes)
-    is_blank = np.array([w is None for w in words])
-    allowed = np.eye(n, dtype=bool)  # stay: a blank stays blank, a word repeats
-    for a in range(n):
-        for b in range(n):
-            if is_blank[a] and not is_blank[b] and slot_of[b] == slot_of[a] + 1:
-                allowed[a, b] = True  # blank before slot j+1 -> a word of slot j+1
-            elif not is_blank[a] and is_blank[b] and slot_of[b] == slot_of[a]:
-                allowed[a, b] = True  # a word -> the blank after its slot
-            elif (not is_blank[a] and not is_blank[b] and slot_of[b] == slot_of[a] + 1
-                  and classes[a] != classes[b]):
-                allowed[a, b] = True  # straight on to a different word of the next slot
-    last = len(config.grammar)
-    start = (slot_of == 0) | (~is_blank & (slot_of == 1))
-    end = (is_blank & (slot_of == last)) | (~is_blank & (slot_of == last))
-    return classes, np.where(allowed, 0.0, -np.inf), start, end, words
-
-
-def grammar_decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
-                   config: LipReaderConfig | None = None) -> list[str]:
-    """The best CTC path that reads as a sentence of ``config.grammar`` (one word from each slot
-    in order): Viterbi decoding through the grammar's lattice, so that every reading is a
-    sentence of the corpus's grammar, as a recogniser with a task grammar reads GRID."""
-    config = config or LipReaderConfig()
-    if not config.grammar:
-        raise LipReaderError("grammar decoding needs a lip reader configured with a grammar")
-    if log_probs.ndim != 3 or log_probs.shape[-1] != config.n_classes:
-        raise LipReaderError(f"log-probabilities must be shaped (B, T, {config.n_classes}), not {tuple(log_probs.shape)}")
-    classes, transition, start, end, words = _grammar_lattice(config)
-    scores = log_probs.detach().float().cpu().numpy()
-    lengths = np.full(len(scores), scores.shape[1]) if lengths is None else lengths.cpu().numpy()
-    texts = []
-    for frames, n in zip(scores, lengths):
-        emit = frames[: int(n)][:, classes]  # (T, N)
-        delta = np.where(start, emit[0], -np.inf)
-        back = np.zeros((len(emit), len(classes)), dtype=np.int64)
-        for t in range(1, len(emit)):
-            candidates = delta[:, None] + transition  # (from, to)
-            back[t] = candidates.argmax(axis=0)
-            delta = candidates.max(axis=0) + emit[t]
-        state = int(np.argmax(np.where(end, delta, -np.inf)))
-        path = [state]
-        for t in range(len(emit) - 1, 0, -1):
-            state = int(back[t, state])
-            path.append(state)
-        path.reverse()
-        read = [words[s] for i, s in enumerate(path) if words[s] is not None and (i == 0 or path[i - 1] != s)]
-        texts.append(" ".join(read))
-    return texts
-
-
-def decode(log_probs: torch.Tensor, lengths: torch.Tensor | None = None,
-           config: LipReaderConfig | None = None) -> list[str]:
-    """What the reader reads: grammar decoding when its config has a grammar, else best-path."""
-    config = config or LipReaderConfig()
-    return grammar_decode(log_probs, lengths, config) if config.grammar else greedy_decode(log_probs, lengths, config)
-
-
-def _fill_missing(centres: np.ndarray) -> np.ndarray:
-    """Rows with non-finite values (frames without landmarks) interpolated from their neighbours."""
-    ok = np.isfinite(centres).all(axis=1)
-    if ok.all():
-        return centres
-    if not ok.any():
-        raise LipReaderError("no frame of the clip has finite mouth landmarks")
-    t = np.arange(len(centres))
-    return np.stack([np.interp(t, t[ok], centres[ok, i]) for i in range(centres.shape[1])], axis=1)
-
-
-def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing along time, edges extended, so a short clip is not pulled to zero."""
-    if sigma <= 0 or len(values) < 2:
-        return values
-    radius = int(np.ceil(3 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(values, ((radius, radius), (0, 0)), mode="edge")
-    return np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(values.shape[1])], axis=1)
-
-
-def mouth_crops(faces: np.ndarray, landmarks: np.ndarray, size: tuple[int, int] = (32, 48),
-                width_scale: float = 1.1, sigma: float | None = 2.0) -> np.ndarray:
-    """(T, h, w) float32 grayscale mouth crops in [0, 1] from (T, S, S, 3) uint8 face crops.
-
-    The crop is centred on the mean of the mouth landmarks 48-67, smoothed over time with a
-    Gaussian of ``sigma`` frames so that the window does not jitter with the lips it frames
-    (``sigma=None``: one window for the whole clip, at the median centre, so that a still video
-    gives still crops and the window's own motion says nothing about the mouth). Its
-    width is ``width_scale`` times the clip's median eye-to-mouth distance (a mouth is about 0.8
-    of it wide, so it keeps a margin when the lips spread), the same for every frame, and its
-    height follows the output's aspect ratio. For generated frames pass the landmarks of the
-    real frames they replace: the crop then covers the same part of both.
-    """
-    faces = np.asarray(faces)
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if faces.ndim != 4 or faces.shape[-1] != 3 or faces.dtype != np.uint8:
-        raise LipReaderError(f"faces must be (T, H, W, 3) uint8, not {faces.dtype} shaped {faces.shape}")
-    if landmarks.shape != (len(faces), 68, 2):
-        raise LipReaderError(f"landmarks must be shaped ({len(faces)}, 68, 2) for {len(faces)} frames, not {landmarks.shape}")
-    if len(faces) == 0:
-        raise LipReaderError("the clip has no frames")
-    h, w = size
-    mouth = _fill_missing(landmarks[:, MOUTH].mean(axis=1))
-    eyes = _fill_missing(landmarks[:, EYES].mean(axis=1))
-    if sigma is None:
-        centres = np.broadcast_to(np.median(mouth, axis=0), mouth.shape)
-    else:
-        centres = _smooth(mouth, sigma)
-    crop_w = width_scale * float(np.median(np.linalg.norm(mouth - eyes, axis=1)))
-    if not crop_w > 0:
-        raise LipReaderError("the mouth and eye landmarks coincide, so no crop size follows from them")
-    scale = w / crop_w
-    # Shrinking a large face (256 px) with bilinear sampling alone would alias; blur first.
-    blur = 0.5 * np.sqrt(max(0.0, 1.0 / scale**2 - 1.0))
-    out = np.empty((len(faces), h, w), dtype=np.float32)
-    for i, (face, (cx, cy)) in enumerate(zip(faces, centres)):
-        gray = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY)
-        if blur > 0.3:
-            gray = cv2.GaussianBlur(gray, (0, 0), blur)
-        # Output pixel centre (w-1)/2 lands on the (smoothed) mouth centre.
-        matrix = np.array([[scale, 0.0, (w - 1) / 2 - scale * cx], [0.0, scale, (h - 1) / 2 - scale * cy]])
-        out[i] = cv2.warpAffine(gray, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out / np.float32(255.0)
-
-
-def mouth_shapes(landmarks: np.ndarray) -> np.ndarray:
-    """(T, 20, 2) float32 mouth shapes from (T, 68, 2) landmarks: the lip points 48-67 of each frame
-    less their mean, divided by the clip's median eye-to-mouth distance, so that a shape says how
-    the lips are set, not where the head is or how large the face is in the crop."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) or len(landmarks) == 0:
-        raise LipReaderError(f"landmarks must be shaped (T, 68, 2) with T > 0, not {landmarks.shape}")
-    if not np.isfinite(landmarks).all():
-        raise LipReaderError("mouth shapes need landmarks in every frame")
-    mouth = landmarks[:, MOUTH]
-    scale = eye_to_mouth_distance(landmarks)
-    if not scale > 0:
-        raise LipReaderError("the mouth and eye landmarks coincide, so no face size follows from them")
-    return ((mouth - mouth.mean(axis=1, keepdims=True)) / scale).astype(np.float32)
-
-
-def mirror_shapes(shapes):
-    """Mouth shapes (..., 20, 2) mirrored left to right: x negated, left and right points swapped."""
-    sign = shapes.new_tensor([-1.0, 1.0]) if torch.is_tensor(shapes) else np.array([-1.0, 1.0], np.float32)
-    return shapes[..., _MIRROR, :] * sign
 
 
 def lip_inputs(config: LipReaderConfig, faces: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ syncnet_python ship offline, so this is our own network in its role, trained for
 search asks of it:
 
 * it sees what a lip reader sees: grayscale **mouth crops** framed by the clip's landmarks
-  (:func:`~opflowtalker.models.lipreader.mouth_crops` with one fixed frame for the whole clip, so a
+  (:func:`~opflowtalker.models.mouths.mouth_crops` with one fixed frame for the whole clip, so a
   still video stays still), five frames (0.2 s), each clip standardised to zero mean and unit
   variance so that skin and lighting do not matter; and the 80 x 16 mel window of the first frame,
   as every SyncNet does;
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..audio import mel_windows, num_video_frames
-from .lipreader import mouth_crops
+from .mouths import mouth_crops
 
 __all__ = ["SyncJudgeConfig", "SyncJudge", "judge_crops", "judge_features", "load_sync_judge", "JUDGE_FRAMES"]
 

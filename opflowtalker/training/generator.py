@@ -274,7 +274,7 @@ def _check_warm_start(path: Path, source: str, params: GeneratorTrainParams) -> 
     """What the loss variant's checkpoint records of its warm start, after checking that ``path``
     is the warm-up of ``source`` and differs from ``params`` only in :data:`LOSS_SWITCHES`."""
     from ..models.checkpoints import CheckpointError
-    from .loop import read_state
+    from .state import read_state
 
     try:
         _, meta = read_state(path)

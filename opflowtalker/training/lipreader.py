@@ -34,7 +34,9 @@ from torch.nn import functional as F
 from ..corpus.sentences import SLOTS
 from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
-from ..models.lipreader import BLANK, LipReader, LipReaderConfig, decode, lip_inputs, load_lipreader, mirror_shapes
+from ..models.ctc import BLANK, decode
+from ..models.lipreader import LipReader, LipReaderConfig, lip_inputs, load_lipreader
+from ..models.mouths import mirror_shapes
 from .data import read_split_keys
 from .loop import LoopParams, distributed, fit, run_identity
 
