@@ -11,7 +11,7 @@ import torch
 
 from opflowtalker import assets
 from opflowtalker.landmarks import LandmarkDetector
-from opflowtalker.metrics import fid, lpips
+from opflowtalker.metrics import fid, inception, lpips
 from opflowtalker.metrics.image import PSNR_CAP, MetricError, MetricUnavailable, psnr, ssim
 from opflowtalker.models.checkpoints import CheckpointError
 from opflowtalker.preprocess import crop_frame, face_boxes
@@ -213,7 +213,7 @@ def _reference_inception_state_dict(seed: int, batch_counters: bool = True) -> d
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fid") / fid.FID_WEIGHTS_FILE
+    path = tmp_path_factory.mktemp("fid") / inception.FID_WEIGHTS_FILE
     torch.save(_reference_inception_state_dict(seed=1), path)
     return path
 
@@ -221,18 +221,18 @@ def inception_file(tmp_path_factory):
 def test_inception_has_the_reference_layout_key_for_key():
     reference = _reference_inception_shapes()
     assert len(_reference_inception_convs()) == 94 and len(reference) == 94 * 6 + 2 == 566
-    ours = fid.InceptionV3().state_dict()
+    ours = inception.InceptionV3().state_dict()
     assert {k: tuple(v.shape) for k, v in ours.items()} == reference
     assert tuple(ours["Mixed_6b.branch7x7_2.conv.weight"].shape) == (128, 128, 1, 7)
     assert tuple(ours["Mixed_7c.branch_pool.conv.weight"].shape) == (192, 2048, 1, 1)
     assert tuple(ours["fc.weight"].shape) == (1008, 2048)
     # torchvision's inception_v3 has 27,161,264 parameters; without AuxLogits (3,326,696) and with
     # 1008 classes instead of 1000 (+16,392) that is 23,850,960.
-    assert sum(p.numel() for p in fid.InceptionV3().parameters()) == 23_850_960
+    assert sum(p.numel() for p in inception.InceptionV3().parameters()) == 23_850_960
 
 
 def test_the_fid_weight_file_loads_strictly_with_and_without_batch_counters(inception_file, tmp_path):
-    model = fid.load_inception(inception_file)
+    model = inception.load_inception(inception_file)
     expected = torch.load(inception_file, weights_only=True)
     assert torch.equal(model.Mixed_7c.branch_pool.conv.weight, expected["Mixed_7c.branch_pool.conv.weight"])
     assert not model.training
@@ -240,13 +240,13 @@ def test_the_fid_weight_file_loads_strictly_with_and_without_batch_counters(ince
     # Files saved before PyTorch 0.4.1 have no BatchNorm step counters.
     old = tmp_path / "old.pth"
     torch.save(_reference_inception_state_dict(seed=1, batch_counters=False), old)
-    assert torch.equal(fid.load_inception(old).Conv2d_1a_3x3.bn.running_var, expected["Conv2d_1a_3x3.bn.running_var"])
+    assert torch.equal(inception.load_inception(old).Conv2d_1a_3x3.bn.running_var, expected["Conv2d_1a_3x3.bn.running_var"])
 
     # torchvision's own Inception file has AuxLogits and 1000 classes: not the FID network.
     other = tmp_path / "inception_v3_google.pth"
     torch.save({"fc.weight": torch.zeros(1000, 2048), "AuxLogits.fc.bias": torch.zeros(1000)}, other)
     with pytest.raises(CheckpointError, match="unexpected key such as 'AuxLogits.fc.bias'.*wrongly shaped key"):
-        fid.load_inception(other)
+        inception.load_inception(other)
 
 
 def test_fid_without_its_weight_file_says_which_file_is_missing(tmp_path):
@@ -259,7 +259,7 @@ def test_pool3_features_are_mixed_7c_branches_in_the_reference_order():
     # With Mixed_7c's convolutions zeroed and its batch norms the identity plus a random bias, each
     # output channel is ReLU(its bias) whatever the input, in the order of the reference's
     # torch.cat([branch1x1, branch3x3 (2a, 2b), branch3x3dbl (3a, 3b), branch_pool]).
-    model = fid.InceptionV3().eval()
+    model = inception.InceptionV3().eval()
     sd = model.state_dict()  # shares storage with the model
     with torch.no_grad():
         for name, *_ in _reference_inception_convs():

@@ -37,6 +37,9 @@ Wav2Lip's channels (16 ... 512; the 3-channel face encoder is shared by the two 
 Wav2Lip's size), and the fusion Transformer is nanoGPT-shaped (d=512, MLP 4d), which adds about
 19M parameters: about 60M at 96 px against Wav2Lip's 36.3M. ``width`` scales every feature size,
 the Transformer's included, so that ``width=0.25`` (about 4M parameters) trains on a laptop CPU.
+
+The whole generator is this one file, longer than most of the package, in the order of the paper's
+Figure 2a, as nanoGPT keeps its model in one ``model.py``: a reader follows the paper down the page.
 """
 from __future__ import annotations
 
