@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from opflowtalker.flow.raft import RecurrentFlowNetwork
-from opflowtalker.flow.train import load_trained_network
+from opflowtalker.flow.checkpoints import load_trained_network
 from opflowtalker.losses import WRONG_MOTIONS, freeze, ofs_of_motions
 from opflowtalker.models.registry import load_model_checkpoint
 from opflowtalker.params import load_params

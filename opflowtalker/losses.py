@@ -30,7 +30,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from .landmarks import mouth_masks
-from .models.syncnet import sync_loss
 from .warp import pixel_grid, sample
 
 __all__ = [
@@ -50,6 +49,20 @@ def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if pred.shape != gt.shape:
         raise ValueError(f"generated frames {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
     return F.l1_loss(pred, gt)
+
+
+def sync_loss(audio_embedding: torch.Tensor, face_embedding: torch.Tensor, target=1.0) -> torch.Tensor:
+    """Binary cross-entropy of the pairs' cosine similarity against ``target`` (1 in sync, 0 off).
+
+    With ``target`` 1 this is the paper's L_sync, the mean of -log cos(v, s). SyncNet's embeddings
+    come after a ReLU, so their cosine lies in [0, 1] and is a valid probability (a negative cosine
+    of other embeddings counts as 0). As in ``nn.BCELoss``, each log is floored at -100, so a
+    perpendicular pair costs 100 rather than inf.
+    """
+    # Rounding can push the cosine of near-identical embeddings just past 1, which BCE rejects.
+    similarity = F.cosine_similarity(audio_embedding, face_embedding, dim=1).clamp(0.0, 1.0)
+    target = torch.as_tensor(target, dtype=similarity.dtype, device=similarity.device)
+    return F.binary_cross_entropy(similarity, target.reshape(-1).expand_as(similarity))
 
 
 def mouth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:

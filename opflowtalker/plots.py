@@ -31,7 +31,7 @@ def training_runs(params: dict) -> list[str]:
     """Every training run of the study by its log's path under ``models/`` without the suffix: the
     judges, the flow networks, then each generator variant of ``params`` (from scratch, then loss
     variants)."""
-    from .flow.train import NETWORKS
+    from .flow.checkpoints import NETWORKS
 
     group = params.get("generators") or {}
     variants = [*(group.get("variants") or {}), *(group.get("loss_variants") or {})]

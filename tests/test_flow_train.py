@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from opflowtalker.flow.train import FlowTrainParams, evaluate_estimators, load_pairs, load_trained_network, train_flow_network
+from opflowtalker.flow.checkpoints import load_trained_network
+from opflowtalker.flow.train import FlowTrainParams, evaluate_estimators, load_pairs, train_flow_network
 from opflowtalker.preprocess import PreprocessParams, preprocess_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def test_every_flow_network_round_trips_through_our_checkpoint(name, tmp_path):
     every name and load back bit for bit."""
     import torch
 
-    from opflowtalker.flow.train import build_network
+    from opflowtalker.flow.checkpoints import build_network
     from opflowtalker.models.checkpoints import load_safetensors, save_safetensors
 
     torch.manual_seed(0)

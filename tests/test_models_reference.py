@@ -21,7 +21,8 @@ from opflowtalker.models.checkpoints import (
     save_safetensors,
 )
 from opflowtalker.models.registry import load_model_checkpoint, load_syncnet, load_wav2lip
-from opflowtalker.models.syncnet import SyncNet, lower_half_window, sync_loss
+from opflowtalker.losses import sync_loss
+from opflowtalker.models.syncnet import SyncNet, lower_half_window
 from opflowtalker.models.wav2lip import Wav2Lip
 
 # (in channels, out channels, kernel, stride, padding, identity shortcut); "T" rows are transposed

@@ -19,13 +19,10 @@ import torch
 
 from ..landmarks import mouth_mask
 from ..progress import progress
+from .checkpoints import build_network, load_trained_network
 from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
-__all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "build_network", "load_trained_network", "NETWORKS", "train_flow_network",
-           "evaluate_estimators"]
-
-NETWORKS = ("gma", "raft", "raft_small", "flownet")
-
+__all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "train_flow_network", "evaluate_estimators"]
 
 def _default_steps() -> dict[str, int]:
     # About the same minutes for each on two CPU cores (a GMA step costs ~30 FlowNet2-S steps).
@@ -107,33 +104,9 @@ def load_pairs(prepared: str | Path, split: str, n_pairs: int, seed: int, per_cl
     return pairs
 
 
-def build_network(name: str, params: FlowTrainParams = FlowTrainParams()) -> torch.nn.Module:
-    if name in ("gma", "raft", "raft_small"):
-        from .checkpoints import build_flow_network
-
-        return build_flow_network(name)
-    if name == "flownet":
-        from .flownet import FlowNet2S
-
-        return FlowNet2S(width=params.flownet_width)
-    raise ValueError(f"unknown flow network {name!r}; choose one of {', '.join(NETWORKS)}")
-
-
 def _batch(pairs: FlowPairs, idx: np.ndarray) -> tuple[torch.Tensor, ...]:
     return (torch.from_numpy(pairs.image1[idx]).float(), torch.from_numpy(pairs.image2[idx]).float(),
             torch.from_numpy(pairs.flow[idx]), torch.from_numpy(pairs.valid[idx]))
-
-
-def load_trained_network(path: str | Path) -> torch.nn.Module:
-    """A network written by :func:`train_flow_network`, rebuilt from its metadata, in eval mode."""
-    from ..models.checkpoints import load_safetensors
-    from ..params import from_mapping
-
-    state, metadata = load_safetensors(path)
-    params = from_mapping(FlowTrainParams, metadata["train_params"], f"{path} metadata")
-    model = build_network(metadata["network"], params)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def _to_multiple_of_64(image1, image2, flow, valid):
@@ -171,7 +144,7 @@ def train_flow_network(name: str, prepared: str | Path, out: str | Path, params:
         return {"loss": _loss(name, model, *batch, params)}
 
     torch.manual_seed(params.seed)
-    model = build_network(name, params)
+    model = build_network(name, params.flownet_width)
     return fit(f"flow {name}", model, loss_fn, sample_batch, out, run_dir or Path("runs/flow") / name,
                params.loop(name), metadata={"model": type(model).__name__, "network": name,
                                             "train_params": asdict(params)})

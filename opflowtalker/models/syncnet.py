@@ -1,4 +1,4 @@
-"""The lip-sync expert: Wav2Lip's ``SyncNet_color`` and its cosine-similarity loss.
+"""The lip-sync expert: Wav2Lip's ``SyncNet_color``.
 
 The expert embeds a 0.2 s mel window and the lower halves of the five frames it covers into the
 same 512-d space; in-sync pairs point the same way. It is trained once and then frozen, so it
@@ -6,8 +6,7 @@ must be the very network of Wav2Lip's public ``lipsync_expert.pth``: the module 
 reproduces ``SyncNet_color`` layer for layer, including the positions inside each
 ``nn.Sequential`` (they are part of the state-dict keys).
 
-The paper's sync loss (Eq. 5) is the negative log of the cosine similarity between the two
-embeddings, which is what Wav2Lip computes as a binary cross-entropy against "in sync".
+The paper's sync loss (Eq. 5) on its two embeddings is :func:`opflowtalker.losses.sync_loss`.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from torch.nn import functional as F
 
 from .conv import Conv2d
 
-__all__ = ["SyncNet", "sync_loss", "lower_half_window", "SYNC_FRAMES"]
+__all__ = ["SyncNet", "lower_half_window", "SYNC_FRAMES"]
 
 # Five video frames (0.2 s at 25 fps) per sample, matching the 16-step mel window.
 SYNC_FRAMES = 5
@@ -97,20 +96,6 @@ class SyncNet(nn.Module):
         audio_embedding = _flat_embedding(self.audio_encoder(audio), "audio")
         face_embedding = _flat_embedding(self.face_encoder(faces), "face")
         return audio_embedding, face_embedding
-
-
-def sync_loss(audio_embedding: torch.Tensor, face_embedding: torch.Tensor, target=1.0) -> torch.Tensor:
-    """Binary cross-entropy of the pairs' cosine similarity against ``target`` (1 in sync, 0 off).
-
-    With ``target`` 1 this is the paper's L_sync, the mean of -log cos(v, s). SyncNet's embeddings
-    come after a ReLU, so their cosine lies in [0, 1] and is a valid probability (a negative cosine
-    of other embeddings counts as 0). As in ``nn.BCELoss``, each log is floored at -100, so a
-    perpendicular pair costs 100 rather than inf.
-    """
-    # Rounding can push the cosine of near-identical embeddings just past 1, which BCE rejects.
-    similarity = F.cosine_similarity(audio_embedding, face_embedding, dim=1).clamp(0.0, 1.0)
-    target = torch.as_tensor(target, dtype=similarity.dtype, device=similarity.device)
-    return F.binary_cross_entropy(similarity, target.reshape(-1).expand_as(similarity))
 
 
 def lower_half_window(frames: torch.Tensor, layout: str | None = None) -> torch.Tensor:

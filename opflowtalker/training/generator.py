@@ -4,7 +4,7 @@
 
 * L_rec is the L1 distance between the generated and the real window (Wav2Lip's recon loss).
 * L_sync is the frozen expert's -log cos(audio, lower half of the five generated frames)
-  (:func:`opflowtalker.models.syncnet.sync_loss`). Wav2Lip switches it on late (its weight is 0
+  (:func:`opflowtalker.losses.sync_loss`). Wav2Lip switches it on late (its weight is 0
   until the expert agrees with the generator often enough); ``sync_start_step`` does that by step.
 * L_ofs is Eq. 7 (:func:`opflowtalker.losses.ofs_loss`): a frozen flow network estimates the flow
   between generated frames t and t+k, compared with the ground-truth flow over the face and, with
@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..flow.train import load_trained_network
-from ..losses import OFS_AREAS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss
+from ..flow.checkpoints import load_trained_network
+from ..losses import OFS_AREAS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss, sync_loss
 from ..models.registry import load_model_checkpoint
 from ..models.generator import generate
 from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
-from ..models.syncnet import lower_half_window, sync_loss
+from ..models.syncnet import lower_half_window
 from ..models.wav2lip import Wav2Lip
 from ..params import ParamsError, from_mapping
 from .data import GeneratorBatch, generator_batch, load_split

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.syncnet import SyncNet, sync_loss
+from ..losses import sync_loss
+from ..models.syncnet import SyncNet
 from .data import load_split, syncnet_batch
 from .loop import LoopParams, fit
 
