@@ -135,6 +135,15 @@ def _parser_corpus(sub) -> None:
     p.set_defaults(func=commands.run_corpus)
 
 
+def _parser_corpus_quality(sub) -> None:
+    p = sub.add_parser("corpus-quality", help="measure the corpus: warp residuals of its flow, dlib's view of its "
+                                              "lips, lip gap against loudness, framing per photograph")
+    p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
+    p.add_argument("--out", type=Path, default=Path("metrics/corpus_quality.json"))
+    p.add_argument("--min-motion", type=float, default=0.25, help="px a pixel moves to count as moving")
+    p.set_defaults(func=commands.run_corpus_quality)
+
+
 def _parser_lipreading_corpus(sub) -> None:
     p = sub.add_parser("lipreading-corpus", help="render more training sentences as mouth crops for the lip "
                                                  "reader (params.yaml: lipreading_corpus)")
@@ -284,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the HDTF-shaped half of the study: params.yaml's hd.overrides merged over its groups")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     # Each command's options are its own function: fingerprints.py traces a stage's code by them.
-    for add in (_parser_assets, _parser_fingerprints, _parser_corpus, _parser_lipreading_corpus, _parser_preprocess,
+    for add in (_parser_assets, _parser_fingerprints, _parser_corpus, _parser_corpus_quality, _parser_lipreading_corpus, _parser_preprocess,
                 _parser_model_cost, _parser_train_flow, _parser_eval_flow, _parser_train_syncnet,
                 _parser_train_sync_judge, _parser_train_generator, _parser_train_lipreader,
                 _parser_evaluate_reference, _parser_evaluate, _parser_tables, _parser_plots, _parser_explorer_shot,

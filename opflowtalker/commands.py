@@ -73,6 +73,18 @@ def run_corpus(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def run_corpus_quality(args: argparse.Namespace) -> None:
+    from .corpus.quality import corpus_quality
+    from .files import write_json_atomic
+
+    if not (args.corpus / "corpus.json").is_file():
+        raise UserError(f"no corpus at {args.corpus} (no corpus.json): run `dvc repro corpus` first")
+    result = corpus_quality(args.corpus, args.min_motion)
+    write_json_atomic(args.out, result)
+    print(f"quality of {len(result['clips'])} clips and the framing of {len(result['framing'])} identities "
+          f"written to {args.out}")
+
+
 def run_lipreading_corpus(args: argparse.Namespace) -> None:
     import json
 

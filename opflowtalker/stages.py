@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __all__ = ["PIPELINE_ORDER", "TIMED", "PARAMS", "HD_PARAMS", "NOTEBOOK_PARAMS", "params_of"]
 
-PIPELINE_ORDER = ("fingerprints", "corpus", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
+PIPELINE_ORDER = ("fingerprints", "corpus", "corpus-quality", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
                   "train-sync-judge", "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables",
                   "plots", "explorer-shot", "notebook", "book")
 
@@ -25,6 +25,7 @@ TIMED = frozenset(PIPELINE_ORDER) - {"fingerprints", "plots", "explorer-shot", "
 PARAMS = {
     "fingerprints": (),
     "corpus": ("corpus",),
+    "corpus-quality": (),                    # the corpus's own corpus.json says how it was built
     # Its mouth crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.
     "lipreading-corpus": ("corpus", "lipreading_corpus", "preprocess", "train_lipreader"),
     "preprocess": ("dataset", "preprocess"),

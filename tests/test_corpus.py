@@ -153,3 +153,41 @@ def test_any_folder_of_portraits_makes_a_corpus(tmp_path):
     with pytest.raises(FileNotFoundError):
         plan_corpus(params)  # planning alone needs no photos...
         build_corpus(tmp_path / "out", dataclasses.replace(params, identities={**params.identities, "cy": ["piper-joe"]}))
+
+
+def test_the_quality_stage_measures_the_stored_clips_and_the_chapter_reads_it(corpus, tmp_path):
+    import json
+
+    from opflowtalker.cli import main
+    from opflowtalker.report.corpus import (corpus_sentence, framing_table, limitation_bullets, quality_frames,
+                                            quality_sentences, split_sentence)
+
+    out = tmp_path / "quality.json"
+    assert main(["corpus-quality", "--corpus", str(corpus), "--out", str(out)]) == 0
+    quality = json.loads(out.read_text())
+    test = [c for c in clips(corpus) if json.loads(c.with_suffix(".json").read_text())["split"] == "test"]
+    assert len(quality["clips"]) == 2 * len(test) and quality["size"] == PARAMS.size
+    for row in quality["clips"]:
+        assert row["warp ratio, moving px"] < 0.5  # the stored flow explains most of the change
+        assert row["warp ratio, moving px, H.264"] > row["warp ratio, moving px"]  # compression adds what no flow explains
+        assert row["dlib finds face"] > 0.9 and row["dlib gap vs rendered (r)"] > 0.5
+    assert set(quality["framing"]) == set(PARAMS.identities)
+    assert all(f["gap at p, b, m (median px)"] < f["widest gap (median px)"] for f in quality["framing"].values())
+
+    meta = {f"{c.parent.name}/{c.stem}": json.loads(c.with_suffix(".json").read_text()) for c in clips(corpus)}
+    rows, summary = quality_frames(quality)
+    assert list(summary.columns) == sorted({r["identity"] for r in quality["clips"]}) + ["all"]
+    text = quality_sentences(quality)
+    assert "the flow removes most of it" in text and "higher than on the rendered frames" in text
+    assert split_sentence(meta).endswith("(the test split holds out both).")
+    assert corpus_sentence(meta).startswith(f"{len(PARAMS.identities)} photographs, one identity each; {len(meta)} clips")
+    bullets = limitation_bullets(quality, meta)
+    assert bullets.count("\n* ") == 5 and framing_table(quality).index.tolist() == sorted(PARAMS.identities)
+
+
+def test_the_quality_stage_refuses_a_folder_without_a_corpus_in_one_line(tmp_path, capsys):
+    from opflowtalker.cli import main
+
+    assert main(["corpus-quality", "--corpus", str(tmp_path), "--out", str(tmp_path / "q.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no corpus at" in err[0] and not (tmp_path / "q.json").exists()

@@ -173,3 +173,31 @@ def test_a_group_that_leaves_out_a_field_is_refused_rather_than_defaulted():
         from_mapping(SyncNetTrainParams, group, "train_syncnet")
     with pytest.raises(ParamsError, match="unknown parameter"):
         from_mapping(SyncNetTrainParams, {**group, "lr": 1e-3, "speed": 2}, "train_syncnet")
+
+
+def _chapters() -> dict[str, tuple[dict, str]]:
+    """Each stage that runs a notebook, with the notebook's name."""
+    found = {}
+    for name, body in _stages().items():
+        command, _, notebook = _command(body)
+        if command == "notebook":
+            found[name] = (body, notebook)
+        elif command in fingerprints.NOTEBOOK_COMMANDS:
+            found[name] = (body, fingerprints.NOTEBOOK_COMMANDS[command].rsplit("/", 1)[-1].removesuffix(".ipynb"))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_chapters()))
+def test_a_chapter_stage_depends_on_every_path_its_notebook_reads(name):
+    body, notebook = _chapters()[name]
+    settings = yaml.safe_load((ROOT / "params.yaml").read_text())["notebooks"][notebook]
+    deps = [str(d) for d in body.get("deps", [])]
+    outs = [next(iter(o)) if isinstance(o, dict) else str(o) for o in body.get("outs", [])]
+    assert f"notebooks/{notebook}.ipynb" in deps
+    paths = [v for v in settings.values() if isinstance(v, str) and "/" in v]
+    assert paths, f"{notebook} reads no path from its parameters"
+    for path in paths:
+        if path in outs:
+            continue  # what the stage itself writes
+        covered = [d for d in deps if d == path or d.startswith(path + "/") or path.startswith(d + "/")]
+        assert covered, f"{name} reads {path} (params.yaml: notebooks.{notebook}) without depending on it"
