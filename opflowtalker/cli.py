@@ -140,7 +140,8 @@ def _parser_corpus_quality(sub) -> None:
                                               "lips, lip gap against loudness, framing per photograph")
     p.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     p.add_argument("--out", type=Path, default=Path("metrics/corpus_quality.json"))
-    p.add_argument("--min-motion", type=float, default=0.25, help="px a pixel moves to count as moving")
+    p.add_argument("--min-motion", type=float, default=None,
+                   help="px a pixel moves to count as moving (default: corpus.quality.MIN_MOTION)")
     p.set_defaults(func=commands.run_corpus_quality)
 
 

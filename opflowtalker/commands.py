@@ -12,6 +12,7 @@ from .errors import OpFlowTalkerError
 
 __all__ = ["UserError", "stage_params"]  # and run_<command> for each command
 
+
 class UserError(OpFlowTalkerError):
     """Bad input found by the CLI itself (every package error derives from OpFlowTalkerError too)."""
 
@@ -74,12 +75,15 @@ def run_corpus(args: argparse.Namespace) -> None:
 
 
 def run_corpus_quality(args: argparse.Namespace) -> None:
-    from .corpus.quality import corpus_quality
+    from .corpus.quality import MIN_MOTION, corpus_quality
     from .files import write_json_atomic
 
+    min_motion = MIN_MOTION if args.min_motion is None else args.min_motion
+    if min_motion < 0:
+        raise UserError(f"--min-motion takes a distance in pixels, 0 or more, got {min_motion:g}")
     if not (args.corpus / "corpus.json").is_file():
         raise UserError(f"no corpus at {args.corpus} (no corpus.json): run `dvc repro corpus` first")
-    result = corpus_quality(args.corpus, args.min_motion)
+    result = corpus_quality(args.corpus, min_motion)
     write_json_atomic(args.out, result)
     print(f"quality of {len(result['clips'])} clips and the framing of {len(result['framing'])} identities "
           f"written to {args.out}")

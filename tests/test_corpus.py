@@ -191,3 +191,6 @@ def test_the_quality_stage_refuses_a_folder_without_a_corpus_in_one_line(tmp_pat
     assert main(["corpus-quality", "--corpus", str(tmp_path), "--out", str(tmp_path / "q.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no corpus at" in err[0] and not (tmp_path / "q.json").exists()
+    assert main(["corpus-quality", "--corpus", str(tmp_path), "--min-motion", "-1", "--out", str(tmp_path / "q.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--min-motion takes a distance" in err[0] and not (tmp_path / "q.json").exists()
