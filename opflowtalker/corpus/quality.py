@@ -124,18 +124,15 @@ def corpus_quality(root: str | Path, min_motion: float = MIN_MOTION) -> dict:
     root = Path(root)
     built = json.loads((root / "corpus.json").read_text())["params"]
     params = CorpusParams(**built)
-    test, train = read_dataset("corpus", root, "test"), read_dataset("corpus", root, "train")
+    splits = {split: [(clip, json.loads(clip.video.with_suffix(".json").read_text()))
+                      for clip in read_dataset("corpus", root, split)] for split in ("train", "val", "test")}
     fields = [f.name for f in dataclasses.fields(ClipSpec)]
-    rows = []
-    for clip in test + train[:len(test)]:
-        meta = json.loads(clip.video.with_suffix(".json").read_text())
-        rows.append(clip_quality(ClipSpec(**{k: meta[k] for k in fields}), params, clip.video, meta, min_motion))
+    rows = [clip_quality(ClipSpec(**{k: meta[k] for k in fields}), params, clip.video, meta, min_motion)
+            for clip, meta in splits["test"] + splits["train"][:len(splits["test"])]]
     by_identity: dict[str, list] = {}
-    for split in ("train", "val", "test"):
-        for clip in read_dataset("corpus", root, split):
-            meta = json.loads(clip.video.with_suffix(".json").read_text())
-            stored = np.load(clip.video.with_suffix(".npz"))
-            by_identity.setdefault(meta["identity"], []).append((meta, stored["landmarks"], stored["mouth_open"]))
+    for clip, meta in splits["train"] + splits["val"] + splits["test"]:
+        stored = np.load(clip.video.with_suffix(".npz"))
+        by_identity.setdefault(meta["identity"], []).append((meta, stored["landmarks"], stored["mouth_open"]))
     framing = {who: identity_framing(clips, float(built["fps"])) for who, clips in sorted(by_identity.items())}
     return {"min_motion": min_motion, "size": int(built["size"]), "face_scale": RenderConfig().face_scale,
             "clips": rows, "framing": framing}
