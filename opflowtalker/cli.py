@@ -59,6 +59,40 @@ def record_stage_time(stage: str, seconds: float, path: Path = STAGE_TIMES, out:
     write_json_atomic(path, dict(sorted(times.items())))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its errors in one line, like every other error of the CLI: the usage
+    is one ``--help`` away."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(minimum: int, what: str):
+    """An option's type: a whole number of at least ``minimum``, which the error calls ``what``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"takes {what}, a whole number of {minimum} or more, got {text!r}")
+        return value
+    return parse
+
+
+def _above_zero(what: str):
+    """An option's type: a finite number above 0, which the error calls ``what``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"takes {what}, a number above 0, got {text!r}")
+        return value
+    return parse
+
+
 def _network_training(sub, name: str, help: str, run: str, func) -> argparse.ArgumentParser:
     """A training stage of one network: its prepared data, checkpoint, run folder and parameters."""
     p = sub.add_parser(name, help=help)
@@ -251,7 +285,8 @@ def _parser_explorer_shot(sub) -> None:
     p.add_argument("--notebook", type=Path, default=Path("notebooks/explore.ipynb"))
     p.add_argument("--out", type=Path, default=Path("results/explorer.png"))
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the page (default 600)")
+    p.add_argument("--timeout", type=_above_zero("seconds to wait"), default=600.0,
+                   help="seconds to wait for the page (default 600)")
     p.set_defaults(func=commands.run_explorer_shot)
 
 
@@ -264,8 +299,10 @@ def _parser_generate(sub) -> None:
     p.add_argument("--outfile", type=Path, default=Path("results/result_voice.mp4"), help="where the mp4 is written")
     p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="grow the detected face box by these pixels (Wav2Lip's: 10 below, for the chin)")
-    p.add_argument("--resize_factor", type=int, default=1, help="shrink the frames by this factor first")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output for a photo")
+    p.add_argument("--resize_factor", type=_whole(1, "the factor the frames shrink by"), default=1,
+                   help="shrink the frames by this factor first")
+    p.add_argument("--fps", type=_above_zero("a frame rate in frames per second"), default=25.0,
+                   help="frame rate of the output for a photo")
     p.add_argument("--static", action="store_true", help="use the first frame only and detect the face once")
     p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames")
     p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
@@ -273,7 +310,8 @@ def _parser_generate(sub) -> None:
     p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="crop the frames first (-1: to the edge)")
     p.add_argument("--rotate", action="store_true", help="turn the frames 90 degrees clockwise first")
-    p.add_argument("--batch_size", "--wav2lip_batch_size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--batch_size", "--wav2lip_batch_size", type=_whole(1, "windows per forward pass"), default=16,
+                   help="windows per forward pass")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="the model's arithmetic: fp32 or bf16 (bfloat16 under autocast)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -288,7 +326,7 @@ def _parser_landmarks(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opflowtalker", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="opflowtalker", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     parser.add_argument("--hd", action="store_true",
                         help="the HDTF-shaped half of the study: params.yaml's hd.overrides merged over its groups")

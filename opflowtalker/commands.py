@@ -128,11 +128,14 @@ def run_preprocess(args: argparse.Namespace) -> None:
 
 
 def run_model_cost(args: argparse.Namespace) -> None:
-    from .files import write_json_atomic
-    from .models.cost import measure_costs
+    from dataclasses import asdict
 
-    group = stage_params(args).get("model_cost") or {}
-    write_json_atomic(args.out, measure_costs(**group))
+    from .files import write_json_atomic
+    from .models.cost import ModelCostParams, measure_costs
+    from .params import from_mapping
+
+    params = from_mapping(ModelCostParams, stage_params(args).get("model_cost"), "params.yaml: model_cost")
+    write_json_atomic(args.out, measure_costs(**asdict(params)))
     print(f"model costs written to {args.out}")
 
 
@@ -156,12 +159,18 @@ def run_train_flow(args: argparse.Namespace) -> None:
 
 def run_eval_flow(args: argparse.Namespace) -> None:
     from .files import write_json_atomic
+    from .flow.checkpoints import NETWORKS
     from .flow.train import evaluate_estimators
 
     malformed = [item for item in args.checkpoint if "=" not in item]
     if malformed:
         raise UserError(f"--checkpoint takes NAME=PATH, got {malformed[0]!r}")
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+    for name, path in checkpoints.items():
+        if name not in NETWORKS:
+            raise UserError(f"--checkpoint names {name!r}, which is not a flow network ({', '.join(NETWORKS)})")
+        if not Path(path).is_file():
+            raise UserError(f"--checkpoint {name}: no checkpoint at {path}")
     result = evaluate_estimators(args.prepared, checkpoints, flow_params(args))
     write_json_atomic(args.out, result)
     for name, row in result["estimators"].items():

@@ -64,6 +64,7 @@ from .metrics.temporal import lip_flow_error, silence_motion, silent_frames, tem
 from .metrics.text import SENTENCE_METRICS
 from .models.registry import load_model_checkpoint
 from .landmarks import mouth_masks
+from .params import require
 from .progress import progress
 from .training.data import PreparedClip, load_split, lower_half_masked
 from .video import resize_frames
@@ -92,6 +93,11 @@ class EvalParams:
     lpips_backbone: str = ""  # torchvision's alexnet weights, if you have them
     lpips_linear: str = ""  # the lpips package's weights/v0.1/alex.pth
     threads: int = 2
+
+    def __post_init__(self) -> None:
+        require(self, above_zero=("window", "batch_windows", "landmark_frame_step", "fd_frame_step", "strip_clips",
+                                  "shift", "threads"),
+                at_least_zero=("max_clips", "strip_frames"), choices={"split": ("train", "val", "test")})
 
 
 def reference_windows(n_frames: int, window: int) -> list[tuple[int, int]]:

@@ -68,6 +68,29 @@ class GenerateOptions:
     smooth_window: int = 5
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("resize_factor", "batch_size", "chunk_frames", "smooth_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GenerateError(f"{name} takes a whole number, 1 or more, got {value!r}")
+        if not (isinstance(self.fps, (int, float)) and 0 < self.fps < 1000):
+            raise GenerateError(f"fps takes a frame rate above 0 and under 1000 frames per second, got {self.fps!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise GenerateError(f"precision must be fp32 or bf16, not {self.precision!r}")
+        for name in ("pads", "crop") + (("box",) if self.box is not None else ()):
+            value = getattr(self, name)
+            if len(value) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise GenerateError(f"{name} takes four whole numbers (top, bottom, left, right), got {value!r}")
+        if min(self.pads) < 0:
+            raise GenerateError(f"pads takes pixel counts of 0 or more, got {self.pads}")
+        if self.box is not None:
+            top, bottom, left, right = self.box
+            if not (0 <= top < bottom and 0 <= left < right):
+                raise GenerateError(f"box takes pixels with 0 <= top < bottom and 0 <= left < right, got {self.box}")
+        top, bottom, left, right = self.crop
+        if top < 0 or left < 0 or bottom < -1 or right < -1 or -1 < bottom <= top or -1 < right <= left:
+            raise GenerateError(f"crop takes 0 <= top < bottom and 0 <= left < right (-1: to the edge), got {self.crop}")
+
 
 def blend_mask(size: int, top: float = 0.45, feather: float = 0.08) -> np.ndarray:
     """(size, size) weights in [0, 1]: 1 over the lower face of a crop (below ``top`` of its

@@ -18,6 +18,8 @@ code runs either half.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +27,7 @@ import yaml
 
 from .errors import OpFlowTalkerError
 
-__all__ = ["ParamsError", "StageParams", "load_params", "from_mapping", "merge"]
+__all__ = ["ParamsError", "StageParams", "load_params", "from_mapping", "merge", "require"]
 
 T = TypeVar("T")
 
@@ -99,17 +101,71 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str = "", complete: bool = True) -> T:
-    """Build dataclass ``cls`` from ``values``, rejecting keys it does not have and (``complete``)
-    fields the values leave out. A stage's values so come from ``params.yaml`` alone, never from a
-    dataclass's defaults (which serve callers outside a study: the tests, ``generate``); a model's
-    architecture read from a checkpoint passes ``complete=False``, its defaults being the model's."""
+    """Build dataclass ``cls`` from ``values``, rejecting keys it does not have, (``complete``)
+    fields the values leave out, values of the wrong type and values the class refuses (its
+    ``__post_init__``), each in one sentence that names ``where`` and the key. A stage's values so
+    come from ``params.yaml`` alone, never from a dataclass's defaults (which serve callers outside a
+    study: the tests, ``generate``); a model's architecture read from a checkpoint passes
+    ``complete=False``, its defaults being the model's."""
     values = dict(values or {})
+    where = where or cls.__name__
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ParamsError(f"unknown parameter(s) {', '.join(unknown)} in {where or cls.__name__}")
+        raise ParamsError(f"unknown parameter(s) {', '.join(unknown)} in {where}")
     missing = sorted(known - set(values))
     if complete and missing:
-        raise ParamsError(f"{where or cls.__name__} lacks parameter(s) {', '.join(missing)}: "
-                          "params.yaml gives every one")
-    return cls(**values)
+        raise ParamsError(f"{where} lacks parameter(s) {', '.join(missing)}: params.yaml gives every one")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        expected = _accepted_types(hints.get(key))
+        if expected and (not isinstance(value, expected) or isinstance(value, bool) and bool not in expected):
+            raise ParamsError(f"{where}: {key} takes {_type_words(expected)}, got {value!r}")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as error:
+        raise ParamsError(f"{where}: {error}") from None
+
+
+def _accepted_types(hint: Any) -> tuple[type, ...]:
+    """The Python types a YAML value may have for a field annotated ``hint`` (empty: anything)."""
+    if hint is None or hint is Any:
+        return ()
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        parts = [_accepted_types(h) for h in typing.get_args(hint)]
+        return () if any(not p for p in parts) else tuple(t for p in parts for t in p)
+    origin = typing.get_origin(hint) or hint
+    if origin is float:
+        return (float, int)
+    if origin in (tuple, list):
+        return (tuple, list)
+    if origin is type(None):
+        return (type(None),)
+    return (origin,) if origin in (int, str, bool, dict) else ()
+
+
+def _type_words(expected: tuple[type, ...]) -> str:
+    words = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+             dict: "a mapping", tuple: "a list", list: "a list", type(None): "null"}
+    shown = [t for t in expected if not (t is int and float in expected)]  # a number includes whole ones
+    return " or ".join(dict.fromkeys(words[t] for t in shown))
+
+
+def require(params: Any, above_zero: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = (),
+            shares: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
+    """Refuse, in one sentence naming the field, a value of ``params`` out of its range: counts,
+    sizes and rates ``above_zero``, offsets and optional counts ``at_least_zero``, probabilities
+    ``shares`` (0 to 1), and names that must be one of ``choices``. Called from a parameters
+    class's ``__post_init__``, so the class refuses it wherever it is built."""
+    for name in above_zero:
+        if not getattr(params, name) > 0:
+            raise ParamsError(f"{name} must be above 0, got {getattr(params, name)!r}")
+    for name in at_least_zero:
+        if not getattr(params, name) >= 0:
+            raise ParamsError(f"{name} must be 0 or more, got {getattr(params, name)!r}")
+    for name in shares:
+        if not 0 <= getattr(params, name) <= 1:
+            raise ParamsError(f"{name} must be a share between 0 and 1, got {getattr(params, name)!r}")
+    for name, allowed in (choices or {}).items():
+        if getattr(params, name) not in allowed:
+            raise ParamsError(f"{name} must be one of {', '.join(map(str, allowed))}, got {getattr(params, name)!r}")

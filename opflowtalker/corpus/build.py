@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..params import require
 from ..progress import progress
 from ..video import write_video
 from .render import RenderConfig, RenderedClip, build_rig, load_portrait, render
@@ -57,6 +58,18 @@ class CorpusParams:
     faces: str = "data/external/faces"
     fps: float = 25.0
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        require(self, above_zero=("n_sentences", "size", "fps", "workers"), at_least_zero=("seed",))
+        if self.test_identity not in self.identities:
+            raise ValueError(f"test identity {self.test_identity!r} is not among the identities")
+        if len(self.identities) < 2:
+            raise ValueError("the corpus needs at least one training identity besides the test identity")
+        for voices in self.identities.values():
+            if not voices:
+                raise ValueError("every identity needs at least one voice")
+            for voice in voices:
+                get_voice(voice)
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,7 @@ def portrait_file(faces: str | Path, identity: str) -> Path:
 
 def plan_corpus(params: CorpusParams) -> list[ClipSpec]:
     """Which sentence each clip says, in whose face and voice: a pure function of the parameters."""
-    if params.test_identity not in params.identities:
-        raise ValueError(f"test identity {params.test_identity!r} is not among the identities")
     train_ids = sorted(i for i in params.identities if i != params.test_identity)
-    if not train_ids:
-        raise ValueError("the corpus needs at least one training identity besides the test identity")
     rng = np.random.default_rng(params.seed)
     specs = []
     for k, sentence in enumerate(sample_sentences(params.n_sentences, seed=params.seed)):

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..landmarks import mouth_mask
+from ..params import require
 from ..progress import progress
-from .checkpoints import build_network, load_trained_network
+from .checkpoints import NETWORKS, build_network, load_trained_network
 from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
 __all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "train_flow_network", "evaluate_estimators"]
@@ -48,6 +49,16 @@ class FlowTrainParams:
     flownet_width: float = 0.25  # FlowNet2-S at full width (38.7M) does not train on a laptop CPU
     checkpoint_every: int = 20  # steps between resume checkpoints (a GMA step takes seconds here)
     log_every: int = 1
+
+    def __post_init__(self) -> None:
+        require(self, above_zero=("batch_size", "lr", "iters", "eval_iters", "train_pairs", "eval_pairs",
+                                  "pairs_per_clip", "threads", "flownet_width", "checkpoint_every", "log_every"),
+                at_least_zero=("clip", "seed"), shares=("warmup", "gamma"))
+        for name, steps in self.steps.items():
+            if name not in NETWORKS:
+                raise ValueError(f"steps names {name!r}, which is not a flow network ({', '.join(NETWORKS)})")
+            if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+                raise ValueError(f"steps of {name} must be a whole number above 0, got {steps!r}")
 
     def loop(self, name: str):
         """The one training loop's parameters for network ``name``."""

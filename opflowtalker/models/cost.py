@@ -10,15 +10,38 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .opflowtalker import OpFlowTalker, OpFlowTalkerConfig, count_parameters
+from ..params import require
 from .wav2lip import Wav2Lip
 
-__all__ = ["median_seconds", "measure_generator", "measure_costs"]
+__all__ = ["ModelCostParams", "median_seconds", "measure_generator", "measure_costs"]
+
+
+@dataclass(frozen=True)
+class ModelCostParams:
+    """params.yaml's ``model_cost``: the sizes and widths of OpFlowTalker timed beside Wav2Lip."""
+
+    sizes: tuple[int, ...]
+    widths: tuple[float, ...]
+    threads: int
+    repeats: int
+    train_sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        require(self, above_zero=("threads", "repeats"))
+        for name in ("sizes", "widths", "train_sizes"):
+            values = tuple(getattr(self, name))
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+                raise ValueError(f"{name} must list numbers above 0, got {list(values)}")
+            object.__setattr__(self, name, values)
+        if not self.sizes or not self.widths:
+            raise ValueError("sizes and widths must each name at least one value")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:

@@ -49,14 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..flow.checkpoints import load_trained_network
-from ..losses import OFS_AREAS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss, sync_loss
+from ..flow.checkpoints import NETWORKS, load_trained_network
+from ..losses import DISTANCES, OFS_AREAS, REDUCTIONS, OFSSchedule, freeze, l1_loss, mouth_l1_loss, ofs_loss, sync_loss
 from ..models.registry import load_model_checkpoint
 from ..models.generator import generate
 from ..models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from ..models.syncnet import lower_half_window
 from ..models.wav2lip import Wav2Lip
-from ..params import ParamsError, from_mapping
+from ..params import ParamsError, from_mapping, require
 from .data import GeneratorBatch, generator_batch, load_split
 from .loop import LoopParams, distributed, fit
 
@@ -120,12 +120,14 @@ class GeneratorTrainParams:
     precision: str = "auto"
 
     def __post_init__(self):
-        if self.model not in ("opflowtalker", "wav2lip"):
-            raise ParamsError(f"generator model must be 'opflowtalker' or 'wav2lip', got {self.model!r}")
-        if self.ofs_area not in OFS_AREAS:
-            raise ParamsError(f"ofs_area must be one of {', '.join(OFS_AREAS)}, got {self.ofs_area!r}")
-        if self.ofs_windows < 0:
-            raise ParamsError(f"ofs_windows must be 0 (all) or a number of windows, got {self.ofs_windows}")
+        require(self, above_zero=("width", "image_size", "window", "ofs_interval", "flow_iters", "steps", "batch_size",
+                                  "lr", "checkpoint_every", "log_every", "eval_windows", "threads"),
+                at_least_zero=("l1_weight", "mouth_weight", "sync_weight", "ofs_weight", "kl_weight", "sync_start_step",
+                               "mouth_start_step", "ofs_windows", "flow_size", "seed"),
+                shares=("flip", "color_jitter"),
+                choices={"model": ("opflowtalker", "wav2lip"), "flow_network": NETWORKS, "ofs_area": tuple(OFS_AREAS),
+                         "ofs_distance": DISTANCES, "ofs_reduction": REDUCTIONS})
+        self.loop()
         if self.ofs_weight > 0 and self.window <= self.ofs_interval:
             raise ParamsError(f"an OFS interval of {self.ofs_interval} needs windows of more than "
                               f"{self.ofs_interval} frames, got window {self.window}")

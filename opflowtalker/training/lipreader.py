@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from ..corpus.sentences import SLOTS
 from ..datasets import DatasetError, read_dataset
 from ..files import write_json_atomic
+from ..params import require
 from ..models.ctc import BLANK, decode
 from ..models.lipreader import LipReader, LipReaderConfig, lip_inputs, load_lipreader
 from ..models.mouths import mirror_shapes
@@ -81,11 +82,14 @@ class LipReaderTrainParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
-        if (not 0.0 <= self.flip <= 1.0 or self.shift < 0 or not 0.0 <= self.speed < 1.0
-                or not 0.0 <= self.scale < 1.0 or not 0.0 <= self.stretch < 1.0 or self.rotate < 0
-                or self.jitter < 0):
-            raise ValueError("need 0 <= flip <= 1, shift >= 0, 0 <= speed < 1, 0 <= scale < 1, 0 <= stretch < 1 "
-                             "rotate >= 0 and jitter >= 0")
+        require(self, above_zero=("steps", "batch_size", "lr", "crop_height", "crop_width", "crop_scale",
+                                  "front_channels", "hidden", "layers", "checkpoint_every", "log_every", "eval_every",
+                                  "threads"),
+                at_least_zero=("seed", "shift", "rotate", "jitter", "clip", "decay_steps"),
+                shares=("flip", "dropout"), choices={"tokens": ("words", "characters"), "inputs": ("pixels", "landmarks")})
+        if not (0.0 <= self.speed < 1.0 and 0.0 <= self.scale < 1.0 and 0.0 <= self.stretch < 1.0):
+            raise ValueError("need 0 <= speed < 1, 0 <= scale < 1 and 0 <= stretch < 1")
+        self.loop_params()
 
     def model_config(self, vocabulary: tuple[str, ...] | None = None) -> LipReaderConfig:
         """The lip reader these parameters train (words: ``vocabulary``, or GRID's by default)."""

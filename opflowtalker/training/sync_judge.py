@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from ..files import write_json_atomic
 from ..metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
+from ..params import require
 from ..models.sync_judge import JUDGE_FRAMES, SyncJudge, SyncJudgeConfig, judge_crops, load_sync_judge
 from .data import PreparedClip, load_split
 from .loop import LoopParams, distributed, fit
@@ -58,8 +59,11 @@ class SyncJudgeTrainParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
-        if self.max_offset < 1 or self.temperature <= 0 or not 0 <= self.flip <= 1 or self.shift < 0:
-            raise ValueError("need max_offset >= 1, temperature > 0, 0 <= flip <= 1 and shift >= 0")
+        require(self, above_zero=("steps", "batch_size", "lr", "max_offset", "temperature", "crop_height", "crop_width",
+                                  "crop_scale", "embedding_dim", "windows_per_clip", "eval_shift", "checkpoint_every",
+                                  "log_every", "eval_every", "threads"),
+                at_least_zero=("shift", "eval_clips", "seed"), shares=("flip",))
+        self.loop()
 
     def model_config(self) -> SyncJudgeConfig:
         return SyncJudgeConfig(crop_height=self.crop_height, crop_width=self.crop_width, crop_scale=self.crop_scale,

@@ -16,6 +16,7 @@ import torch
 
 from ..losses import sync_loss
 from ..models.syncnet import SyncNet
+from ..params import require
 from .data import load_split, syncnet_batch
 from .loop import LoopParams, fit
 
@@ -36,6 +37,11 @@ class SyncNetTrainParams:
     log_every: int = 10
     threads: int = 2
     precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        require(self, above_zero=("steps", "batch_size", "lr", "width", "window", "eval_pairs", "checkpoint_every",
+                                  "log_every", "threads"), at_least_zero=("min_shift", "seed"))
+        self.loop()
 
     def loop(self) -> LoopParams:
         return LoopParams.of(self)
