@@ -2,7 +2,8 @@
 
 * ``face_alignment``: the FAN network the paper uses (S3FD detector + 2D-FAN-4). Its weights are
   public downloads, which this project never fetches at run time: the backend is available when
-  the two files are already in the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
+  the two files are already in the torch hub cache (``$TORCH_HOME/hub/checkpoints``), and each is
+  read with weights-only unpickling before face-alignment opens it.
 * ``dlib``: dlib's HOG detector and 68-point shape predictor from the files that the
   ``face-recognition-models`` package ships, so it works offline anywhere. This is the default.
 
@@ -124,6 +125,22 @@ class _DlibBackend:
         return faces
 
 
+def _check_weights(paths) -> None:
+    """Refuse a weight file that holds more than tensors before face-alignment reads it.
+
+    face-alignment unpickles the two files itself, and whether it does so weights-only depends on
+    its version and on what it loads; each file is therefore read here first with weights-only
+    unpickling, so one that would run code when unpickled is refused, in one line, unexecuted.
+    """
+    from .models.checkpoints import CheckpointError, load_reference_state_dict
+
+    for path in paths:
+        try:
+            load_reference_state_dict(path)
+        except CheckpointError as error:
+            raise LandmarkError(f"face-alignment weights: {error}") from None
+
+
 class _FaceAlignmentBackend:
     name = "face_alignment"
 
@@ -139,6 +156,7 @@ class _FaceAlignmentBackend:
             import face_alignment
         except ImportError:
             raise LandmarkError("the face_alignment backend needs the face-alignment package") from None
+        _check_weights(paths.values())
         self._fa = face_alignment.FaceAlignment(
             face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, face_detector="sfd",
             face_detector_kwargs={"path_to_detector": str(paths["detector"])}, compile=False,

@@ -5,7 +5,6 @@ The layer tables below are written from Wav2Lip's ``models/syncnet.py`` and ``mo
 Wav2Lip's key layout from these tables alone, and compute the forward pass from them with
 ``torch.nn.functional``, independently of the package's modules.
 """
-import builtins
 import math
 
 import pytest
@@ -24,6 +23,8 @@ from opflowtalker.models.registry import load_model_checkpoint, load_syncnet, lo
 from opflowtalker.losses import sync_loss
 from opflowtalker.models.syncnet import SyncNet, lower_half_window
 from opflowtalker.models.wav2lip import Wav2Lip
+
+from conftest import unpickle_unsafely, write_trojan
 
 # (in channels, out channels, kernel, stride, padding, identity shortcut); "T" rows are transposed
 # convolutions (in, out, kernel, stride, padding, output padding). Every row is a convolution,
@@ -376,26 +377,15 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
 
-class _OpensAFile:
-    """A pickle payload: unpickling it calls open(marker, 'w')."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return builtins.open, (self.marker, "w")
-
-
 def test_pickled_code_in_a_checkpoint_is_refused_unexecuted(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "trojan.pth"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _OpensAFile(marker)}, path)
+    write_trojan(path, marker)
     with pytest.raises(CheckpointError, match="pickled objects other than tensors.*io.open"):
         load_reference_state_dict(path)
     with pytest.raises(CheckpointError):
         load_model_checkpoint(path)
     assert not marker.exists()
-    # The payload is live: what a full unpickle would call does open the marker.
-    opener, args = _OpensAFile(marker).__reduce__()
-    opener(*args).close()
+    # The payload is live: a full unpickle opens the marker.
+    unpickle_unsafely(path, "zip")
     assert marker.exists()
