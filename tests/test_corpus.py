@@ -150,9 +150,12 @@ def test_any_folder_of_portraits_makes_a_corpus(tmp_path):
     spec = next(s for s in plan_corpus(params) if s.identity == "ada")
     video = speak_and_render(spec, params).video
     assert video.frames.shape[1:] == (96, 96, 3)
-    with pytest.raises(FileNotFoundError):
-        plan_corpus(params)  # planning alone needs no photos...
-        build_corpus(tmp_path / "out", dataclasses.replace(params, identities={**params.identities, "cy": ["piper-joe"]}))
+    # An identity without a photo: planning alone needs none, building says which file is missing.
+    photoless = dataclasses.replace(params, identities={**params.identities, "cy": ["piper-joe"]})
+    assert any(s.identity == "cy" for s in plan_corpus(photoless))
+    with pytest.raises(FileNotFoundError, match="no portrait for this identity") as info:
+        build_corpus(tmp_path / "out", photoless)
+    assert info.value.filename == str(faces / "cy.png")
 
 
 def test_the_quality_stage_measures_the_stored_clips_and_the_chapter_reads_it(corpus, tmp_path):

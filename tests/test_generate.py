@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from opflowtalker.audio import load_wav
+from opflowtalker.audio import load_wav, mel_windows, melspectrogram
 from opflowtalker.cli import main
 from opflowtalker.generate import GenerateOptions, Generator, blend_mask, generate
 from opflowtalker.models.checkpoints import save_safetensors
@@ -44,6 +44,65 @@ def test_a_photo_and_speech_give_an_h264_video_as_long_as_the_speech(tmp_path, c
     frames, _ = read_video(out)
     # Only the lower face changes: the top of the photo comes through (up to H.264 rounding).
     assert np.abs(frames[:, :100].astype(int) - photo[None, :100]).mean() < 3
+
+
+class LoudnessMouth(torch.nn.Module):
+    """A generator whose mouth is the audio: each frame is its reference with the lower half painted
+    the grey of its mel window's mean (Wav2Lip's mel range -4..4 to 0..1). An untrained generator
+    barely hears the audio (its bottleneck's share of the output is ~1e-4 of a grey level), so
+    this is what shows whether the pipeline hands frame t the audio of frame t."""
+
+    window, image_size = 5, 96
+
+    def forward(self, audio, faces):
+        level = ((audio.mean(dim=(2, 3, 4)) + 4.0) / 8.0).clamp(0.0, 1.0)  # (B, T)
+        frames = faces[:, 3:].clone()
+        frames[:, :, :, self.image_size // 2 :] = level[:, None, :, None, None]
+        return frames
+
+    @staticmethod
+    def output(raw):
+        from opflowtalker.models.generator import GeneratorOutput
+
+        return GeneratorOutput(raw, raw.new_zeros(()), None)
+
+    def generate(self, audio, faces):
+        return self.output(self(audio, faces))
+
+
+def test_each_frames_lower_face_follows_the_audio_of_that_frame_and_nothing_above_it_changes(
+        tmp_path, checkpoint, monkeypatch):
+    """Under one photo, speech and the same speech reversed: the mouth's brightness in every frame
+    follows the loudness of that frame's own mel window (not its neighbours'), the two audios give
+    different lower faces, and above the mouth the frames are the photo's in both (to H.264 rounding)."""
+    from PIL import Image
+
+    from opflowtalker.models import registry
+
+    monkeypatch.setattr(registry, "load_model_checkpoint", lambda path: LoudnessMouth().eval())
+    photo = np.ascontiguousarray(read_image(PHOTO)[::2, ::2])
+    face = tmp_path / "face.png"
+    Image.fromarray(photo).save(face)
+    top, bottom, left, right = 76, 177, 83, 184  # dlib's face box of the half-size photo
+    middle = (top + bottom) // 2
+    wav = load_wav(SPEECH)[:16000]  # 1 s: 25 frames
+    mouths = {}
+    for name, samples in (("speech", wav), ("reversed", wav[::-1].copy())):
+        soundfile.write(tmp_path / f"{name}.wav", samples, 16000)
+        generate(face, tmp_path / f"{name}.wav", checkpoint, tmp_path / f"{name}.mp4",
+                 GenerateOptions(progress=False, box=(top, bottom, left, right)))
+        frames = read_video(tmp_path / f"{name}.mp4")[0].astype(int)
+        # Inside the blend mask's plateau, away from its feathered edges.
+        brightness = frames[:, middle + 15 : bottom - 12, left + 25 : right - 25].mean(axis=(1, 2, 3))
+        level = (mel_windows(melspectrogram(samples)).mean(axis=(1, 2)) + 4.0) / 8.0
+        assert len(brightness) == len(level) == 25 and level.std() > 0.05
+        own = np.corrcoef(brightness, level)[0, 1]
+        assert own > 0.99, name
+        assert own > np.corrcoef(brightness[1:], level[:-1])[0, 1] + 0.05, name  # not one frame late
+        assert own > np.corrcoef(brightness[:-1], level[1:])[0, 1] + 0.05, name  # nor one frame early
+        assert np.abs(frames[:, : middle - 10] - photo[None, : middle - 10]).mean() < 3, name
+        mouths[name] = brightness
+    assert np.abs(mouths["speech"] - mouths["reversed"]).mean() > 10  # grey levels
 
 
 def test_a_video_longer_than_the_speech_is_cut_and_a_shorter_one_looped(tmp_path, checkpoint):

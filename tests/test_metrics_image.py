@@ -12,7 +12,7 @@ import torch
 from opflowtalker import assets
 from opflowtalker.landmarks import LandmarkDetector
 from opflowtalker.metrics import fid, inception, lpips
-from opflowtalker.metrics.image import PSNR_CAP, MetricError, MetricUnavailable, psnr, ssim
+from opflowtalker.metrics.image import PSNR_CAP, MetricError, MetricUnavailable, psnr, ssim, ssim_per_image
 from opflowtalker.models.checkpoints import CheckpointError
 from opflowtalker.preprocess import crop_frame, face_boxes
 
@@ -95,6 +95,24 @@ def test_ssim_matches_a_window_by_window_computation():
     # A batch is the mean of its images.
     expected = (_direct_ssim(x, y, 255.0) + _direct_ssim(x, z, 255.0)) / 2
     assert ssim(np.stack([y, z]), np.stack([x, x])) == pytest.approx(expected, abs=1e-10)
+
+
+@pytest.mark.parametrize("shape, data_range", [((2, 24, 30, 3), 255.0), ((1, 11, 11, 3), 255.0),
+                                               ((3, 17, 40, 1), 1.0)])
+def test_ssim_equals_scikit_images_with_the_same_settings(shape, data_range):
+    """The module's SSIM is scikit-image's structural_similarity with a Gaussian window (sigma 1.5),
+    population covariances and per-channel means: image by image, and a batch their mean."""
+    from skimage.metrics import structural_similarity
+
+    target = RNG.uniform(0, data_range, size=shape)
+    pred = np.clip(target + RNG.normal(0, 0.1 * data_range, size=shape), 0, data_range)
+    if data_range == 255.0:
+        target, pred = target.astype(np.uint8), pred.astype(np.uint8)
+    expected = [structural_similarity(p, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                      channel_axis=-1, data_range=data_range) for p, t in zip(pred, target)]
+    assert 0.2 < min(expected) <= max(expected) < 0.99
+    assert ssim_per_image(pred, target, data_range) == pytest.approx(expected, abs=1e-12)
+    assert ssim(pred, target, data_range) == pytest.approx(np.mean(expected), abs=1e-12)
 
 
 @pytest.mark.parametrize("pred, target, phrase", [
@@ -191,13 +209,14 @@ def _reference_inception_shapes(batch_counters: bool = True) -> dict[str, tuple[
 
 
 def _reference_inception_state_dict(seed: int, batch_counters: bool = True) -> dict[str, torch.Tensor]:
-    """Random tensors under the reference names and shapes, scaled so that activations stay finite
-    through the 94 convolutions."""
+    """Random tensors under the reference names and shapes. The convolutions are He-scaled
+    (variance 2 / fan-in, for the ReLUs), so that through the 94 of them the activations neither
+    vanish nor blow up and the pool3 features still differ from image to image."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
     for key, shape in _reference_inception_shapes(batch_counters).items():
         if key.endswith("conv.weight"):
-            sd[key] = torch.randn(*shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+            sd[key] = torch.randn(*shape, generator=g) * math.sqrt(2.0 / math.prod(shape[1:]))
         elif key.endswith("bn.weight"):
             sd[key] = 1.0 + 0.1 * torch.randn(*shape, generator=g)
         elif key.endswith(("bn.bias", "bn.running_mean")):
@@ -276,15 +295,35 @@ def test_pool3_features_are_mixed_7c_branches_in_the_reference_order():
     torch.testing.assert_close(out.mean(dim=(2, 3)), expected.expand(2, -1), atol=1e-6, rtol=0)
 
 
-def test_inception_fid_runs_from_the_weight_file(inception_file):
+def _two_sample_fid(x: np.ndarray, y: np.ndarray) -> float:
+    """The Frechet distance between Gaussians fitted to two samples each, in closed form.
+
+    Two samples a, b give the covariance d d^T / 2 with d = a - b, so S1 S2 = (d1 d1^T)(d2 d2^T) / 4
+    has one non-zero eigenvalue (d1.d2)^2 / 4 and tr((S1 S2)^(1/2)) = |d1.d2| / 2."""
+    d1, d2 = x[0] - x[1], y[0] - y[1]
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    return float(diff @ diff + (d1 @ d1 + d2 @ d2) / 2 - abs(d1 @ d2))
+
+
+def test_inception_fid_of_two_images_a_side_is_the_closed_form_on_pool3_features(inception_file):
+    """FID from the weight file equals the two-sample closed form on pool3 features taken by hand:
+    the network loaded from the file, images scaled to [0, 1] in RGB order, one forward pass."""
     real = RNG.integers(0, 256, size=(2, 48, 48, 3)).astype(np.uint8)
-    fake = np.clip(real.astype(int) + 60, 0, 255).astype(np.uint8)
+    fake = np.clip(real.astype(int) + RNG.integers(0, 80, size=(2, 1, 1, 3)), 0, 255).astype(np.uint8)
+    network = inception.InceptionV3()
+    network.load_state_dict(torch.load(inception_file, weights_only=True))
+    with torch.no_grad():
+        pool3 = network.eval()(torch.from_numpy(np.concatenate([real, fake])).permute(0, 3, 1, 2) / 255.0)
+    features = pool3.double().numpy()
+    expected = _two_sample_fid(features[:2], features[2:])
+    assert expected > 1e-3 * (features**2).sum(axis=1).mean()  # the images' features differ
     # Four images through the full network at 299x299, about 0.2 s each.
-    value = fid.inception_fid(real, fake, inception_file)
-    assert np.isfinite(value) and value > 0
-    # Cached (N, 2048) features are taken as they are.
-    cached, other = RNG.normal(size=(3, 2048)), RNG.normal(size=(4, 2048))
-    assert fid.inception_fid(cached, other, inception_file) == fid.frechet_distance_from_features(cached, other)
+    assert fid.inception_fid(real, fake, inception_file, batch_size=1) == pytest.approx(expected, rel=1e-5)
+    # The same images on a [0, 1] scale, and cached (N, 2048) real features taken as they are.
+    assert fid.inception_fid(features[:2], fake / 255.0, inception_file, data_range=1.0) == pytest.approx(
+        expected, rel=1e-5)
+    cached, other = RNG.normal(size=(2, 2048)), RNG.normal(loc=0.1, size=(2, 2048))
+    assert fid.inception_fid(cached, other, inception_file) == pytest.approx(_two_sample_fid(cached, other), rel=1e-9)
 
 
 # ---------------------------------------------------------------- FD-face

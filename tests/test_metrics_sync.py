@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from opflowtalker.audio import mel_window
 from opflowtalker.landmarks import LandmarkDetector
@@ -160,22 +161,87 @@ def _reference_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_a_state_dict_in_the_syncnet_v2_layout_loads_strictly_and_scores_a_clip(tmp_path):
+# syncnet_python's S layer by layer, from SyncNetModel.py: (index of the convolution, stride, padding)
+# and, after the block's ReLU, a max pool (kernel, stride, padding) or None.
+_AUDIO_BLOCKS = [(0, 1, 1, (1, 1, 0)), (4, 1, 1, (3, (1, 2), 0)), (8, 1, 1, None), (11, 1, 1, None),
+                 (14, 1, 1, (3, 2, 0)), (18, 1, 0, None)]
+_LIP_BLOCKS = [(0, (1, 2, 2), 0, ((1, 3, 3), (1, 2, 2), 0)), (4, (1, 2, 2), (0, 1, 1), ((1, 3, 3), (1, 2, 2), (0, 1, 1))),
+               (8, 1, (0, 1, 1), None), (11, 1, (0, 1, 1), None), (14, 1, (0, 1, 1), ((1, 3, 3), (1, 2, 2), 0)),
+               (18, 1, 0, None)]
+
+
+def _reference_hidden(state: dict[str, torch.Tensor], net: str, x: torch.Tensor) -> torch.Tensor:
+    """One stream ("aud" or "lip") of S up to the input of its last linear layer, computed from the
+    bare tensors with torch.nn.functional and batch norms on their running statistics, as S.eval()."""
+    conv, pool = (F.conv2d, F.max_pool2d) if net == "aud" else (F.conv3d, F.max_pool3d)
+
+    def norm(prefix: str, y: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(y, state[f"{prefix}.running_mean"], state[f"{prefix}.running_var"],
+                            state[f"{prefix}.weight"], state[f"{prefix}.bias"], training=False, eps=1e-5)
+
+    for index, stride, padding, pooling in (_AUDIO_BLOCKS if net == "aud" else _LIP_BLOCKS):
+        key = f"netcnn{net}.{index}"
+        x = F.relu(norm(f"netcnn{net}.{index + 1}",
+                        conv(x, state[f"{key}.weight"], state[f"{key}.bias"], stride=stride, padding=padding)))
+        if pooling is not None:
+            x = pool(x, *pooling)
+    x = x.flatten(1)
+    return F.relu(norm(f"netfc{net}.1", F.linear(x, state[f"netfc{net}.0.weight"], state[f"netfc{net}.0.bias"])))
+
+
+def test_a_syncnet_v2_state_dict_loads_strictly_and_finds_a_sound_three_frames_late(tmp_path):
+    """A clip whose picture changes at frame 7 and whose sound bursts at frame 10, scored by a network
+    in the syncnet_v2.model layout whose last layers are set so that the burst's audio features
+    equal the change's video features and everything else maps to zero: the offset search must
+    find video frame t matching audio frame t+3 (offset -3) at distance ~0, and every mean distance
+    must equal one computed independently (inputs prepared by hand, the network run from the bare
+    tensors, syncnet_python's pairwise distances with zero vectors past the clip's ends)."""
+    state = _reference_state_dict()
+    faces = np.full((21, 64, 64, 3), 128, np.uint8)  # 21 frames -> 16 windows
+    faces[7] = np.random.default_rng(1).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)  # in windows 3..7
+    wav = np.zeros(21 * 640, np.float32)
+    # Samples 6800..7036 lie in MFCC steps 40..43 only (25 ms frames every 10 ms), so in the audio
+    # windows t whose steps 4t..4t+19 reach them: 6..10.
+    wav[6800:7037] = 0.3 * np.random.default_rng(2).standard_normal(237)
+
+    # The inputs as syncnet_python reads them: 224x224 BGR crops in 0..255, MFCCs of 16-bit samples.
+    bgr = np.stack([cv2.resize(f, (224, 224), interpolation=cv2.INTER_LINEAR)[..., ::-1] for f in faces])
+    clips = torch.from_numpy(bgr.astype(np.float32)).permute(3, 0, 1, 2)  # (3, T, 224, 224)
+    mfcc = torch.from_numpy(sync.speech_features_mfcc(np.round(wav * 32768.0)).T.astype(np.float32))  # (13, M)
+    with torch.no_grad():
+        lip = _reference_hidden(state, "lip", torch.stack([clips[:, t : t + 5] for t in range(16)]))
+        aud = _reference_hidden(state, "aud", torch.stack([mfcc[None, :, 4 * t : 4 * t + 20] for t in range(16)]))
+    changed_video = (lip != lip[0]).any(dim=1).nonzero().flatten().tolist()
+    changed_audio = (aud != aud[0]).any(dim=1).nonzero().flatten().tolist()
+    assert (changed_video, changed_audio) == ([3, 4, 5, 6, 7], [6, 7, 8, 9, 10])
+
+    # Last layers: video features minus those of a plain window; audio features solved so that audio
+    # window t + 3 gives exactly the video features of window t.
+    video = F.linear(lip, state["netfclip.3.weight"], state["netfclip.3.bias"])
+    video = video - video[0]
+    state["netfclip.3.bias"] = state["netfclip.3.bias"] - F.linear(lip[:1], state["netfclip.3.weight"],
+                                                                   state["netfclip.3.bias"])[0]
+    weight = (torch.linalg.pinv(aud[6:11].double() - aud[0].double()) @ video[3:8].double()).T.float()
+    state["netfcaud.3.weight"], state["netfcaud.3.bias"] = weight, -(weight @ aud[0])
+    audio = F.linear(aud, weight, -(weight @ aud[0]))
+    assert torch.allclose(audio[6:11], video[3:8], atol=1e-3) and video[3:8].norm(dim=1).min() > 1.0
+
     path = tmp_path / "syncnet_v2.model"
     # The released file is a bare state dict in torch's pre-1.6 format, without batch-norm counters.
-    torch.save(_reference_state_dict(), path, _use_new_zipfile_serialization=False)
+    torch.save(state, path, _use_new_zipfile_serialization=False)
     model = sync.load_syncnet_v2(path)
     assert not model.training
-    assert torch.equal(model.state_dict()["netcnnlip.18.weight"], _reference_state_dict()["netcnnlip.18.weight"])
-    rng = np.random.default_rng(1)
-    faces = rng.integers(0, 256, size=(7, 96, 96, 3), dtype=np.uint8)  # 7 frames -> 2 windows
-    wav = (0.1 * rng.standard_normal(16000 * 7 // 25)).astype(np.float32)
-    video, audio = sync.syncnet_v2_features(model, faces, wav)
-    assert video.shape == audio.shape == (2, 1024)
-    scores = sync.clip_sync_scores_v2(model, faces, wav)
-    assert scores.dists.shape == (31,) and np.isfinite(scores.dists).all()
-    assert scores.lse_d == pytest.approx(scores.dists.min()) and -15 <= scores.offset <= 15
-    assert scores.lse_c >= 0.0
+    assert torch.equal(model.state_dict()["netfcaud.3.weight"], state["netfcaud.3.weight"])
+    scores = sync.clip_sync_scores_v2(model, faces, wav, batch=6)  # batches of 6, 6 and 4
+
+    padded = torch.cat([torch.zeros(15, 1024), audio, torch.zeros(15, 1024)])
+    # syncnet_python's calc_pdist and evaluate: pairwise distances per shift, their mean over the clip.
+    dists = torch.stack([F.pairwise_distance(video, padded[k : k + 16]).mean() for k in range(31)]).double().numpy()
+    assert np.sort(dists)[1] > 0.1 * np.sort(dists)[15]  # one clear minimum
+    assert scores.dists == pytest.approx(dists, abs=1e-5 * dists.max())
+    assert scores.offset == 15 - int(np.argmin(dists)) == -3  # video frame t is audio frame t + 3
+    assert scores.lse_d == pytest.approx(dists.min(), abs=1e-5 * dists.max()) and scores.lse_d < 1e-5 * dists.max()
+    assert scores.lse_c == pytest.approx(np.sort(dists)[15] - dists.min(), abs=1e-5 * dists.max())
 
 
 def test_a_state_dict_of_another_network_is_refused_in_one_sentence(tmp_path):

@@ -101,11 +101,25 @@ def test_dlib_finds_the_face_in_99_percent_of_frames(dlib_on_frames):
     assert found >= 0.99 * total
 
 
-def test_dlib_lip_gap_tracks_the_rendered_opening(dlib_on_frames):
-    # dlib places the inner lips less surely under a moustache and goatee: there its measured gap
-    # is compressed (about 0.4 of the rendered spread), which lowers r for that identity alone.
+def test_dlib_lip_gap_tracks_the_opening_and_only_compression_lowers_it_under_the_goatee(dlib_on_frames):
+    """dlib's inner-lip gap follows the rendered opening on every face (r >= 0.9) but the goatee's.
+    There dlib places the inner lips on the beard line and measures about 0.43 of the opening's
+    swing (over 0.7 elsewhere) while scattering about its fit no more than on the other faces
+    (0.55 px against 0.62-1.03), so r is lower by the compression alone: with the others'
+    smallest slope, its scatter would still give r >= 0.9."""
+    fits = {}
     for name, (measured, rendered, _) in dlib_on_frames.items():
-        assert np.corrcoef(measured, rendered)[0, 1] >= (0.75 if name == "goatee" else 0.9), name
+        slope, intercept = np.polyfit(rendered, measured, 1)
+        scatter = float(np.std(measured - (slope * rendered + intercept)))
+        fits[name] = slope, scatter, np.corrcoef(measured, rendered)[0, 1], float(np.std(rendered))
+    others = {name: fit for name, fit in fits.items() if name != "goatee"}
+    for name, (slope, _, r, _) in others.items():
+        assert slope > 0.7 and r >= 0.9, name
+    slope, scatter, r, spread = fits["goatee"]
+    assert slope < 0.5 and scatter <= min(fit[1] for fit in others.values())
+    assert r >= 0.85
+    uncompressed = min(fit[0] for fit in others.values()) * spread
+    assert uncompressed / np.hypot(uncompressed, scatter) >= 0.9
 
 
 def _bilabial_frames():

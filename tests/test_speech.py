@@ -88,13 +88,43 @@ def test_every_voice_speaks_a_sentence_at_16_khz(voice):
     assert spectrum[(freqs > 3000) & (freqs < 7500)].sum() > 1e-4 * spectrum.sum()
 
 
-def test_voices_differ_from_one_another():
+def _timbre_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Euclidean distance between MFCCs 1-12 of two utterances along their DTW alignment: how
+    differently two renditions of one sentence sound, whatever their pace."""
+    import librosa
+
+    x, y = (librosa.feature.mfcc(y=w, sr=SAMPLE_RATE, n_mfcc=13, n_fft=1024, hop_length=256)[1:] for w in (a, b))
+    cost, path = librosa.sequence.dtw(X=x, Y=y, metric="euclidean")
+    return float(cost[-1, -1] / len(path))
+
+
+def test_every_two_voices_sound_further_apart_than_two_renditions_of_one_voice():
+    """Saying one sentence, two voices with different speakers differ in timbre (aligned MFCCs) by
+    more than twice as much as one voice differs from itself between sampling seeds; the two
+    voices that share Piper's speaker differ in pace: the brisk one says every sentence in less
+    time than the other, whatever either one's seed."""
+    voices = list_voices()
     text = SENTENCES[1].spoken
-    pitches = {}
-    for voice in VOICES:
-        wav = spoken(text, voice)[0]
-        pitches[voice] = len(wav)
-    assert len(set(pitches.values())) >= len(VOICES) - 1
+    renditions = {v.name: [spoken(text, v.name)[0], spoken(text, v.name, seed=1)[0]] for v in voices}
+    within = max(_timbre_distance(*renditions[v.name]) for v in voices)
+    shared = []
+    for i, a in enumerate(voices):
+        for b in voices[i + 1 :]:
+            if (a.engine, a.espeak_voice) == (b.engine, b.espeak_voice):
+                shared.append((a, b))  # one speaker: told apart by pace below
+                continue
+            between = _timbre_distance(renditions[a.name][0], renditions[b.name][0])
+            assert between > 2 * within, (a.name, b.name, between, within)
+    assert [(a.name, b.name) for a, b in shared] == [("piper-joe", "piper-joe-brisk")]
+
+    def speaking_time(text: str, voice: str, seed: int) -> float:
+        return sum(p.end - p.start for p in spoken(text, voice, seed=seed)[1] if p.phone != SILENCE)
+
+    for sentence in SENTENCES[1:3]:
+        for a, b in shared:
+            slow, fast = sorted((a, b), key=lambda v: -v.length_scale)
+            assert min(speaking_time(sentence.spoken, slow.name, seed) for seed in (0, 1)) > max(
+                speaking_time(sentence.spoken, fast.name, seed) for seed in (0, 1)), sentence.text
 
 
 def test_bad_requests_fail_with_a_clear_error():

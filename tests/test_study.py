@@ -1,6 +1,7 @@
 """The study's plumbing: profiles, generator variants and Eq. 8, the evaluation protocol, the tables."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -90,25 +91,80 @@ def _params(**overrides):
     return GeneratorTrainParams(**{"width": 0.0625, "steps": 1, "batch_size": 2, **overrides})
 
 
-def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
-    batch = generator_batch([_clip()], np.random.default_rng(0), 2, 5)
+class FlowByDifference(torch.nn.Module):
+    """A differentiable stand-in flow network: the flow is the mean colour change, in both components."""
 
-    class FlowByDifference(torch.nn.Module):
-        """A differentiable stand-in: the flow is the mean colour change, in both components."""
+    def forward(self, a, b):
+        return ((b - a).mean(dim=1, keepdim=True) / 255.0).expand(-1, 2, -1, -1)
 
-        def forward(self, a, b):
-            return ((b - a).mean(dim=1, keepdim=True) / 255.0).expand(-1, 2, -1, -1)
 
-    flow_net = FlowByDifference().eval()
-    params = _params()
-    model = build_generator(params)
-    terms = GeneratorLoss(params, expert=None, flow_net=flow_net)(model, batch, step=0)
-    assert set(terms) == {"l1", "kl", "ofs", "loss"}
-    expected = params.l1_weight * terms["l1"] + params.kl_weight * terms["kl"] + params.ofs_weight * terms["ofs"]
-    assert torch.allclose(terms["loss"], expected)
+class ColourExpert(torch.nn.Module):
+    """A stand-in lip-sync expert that sees every stacked channel: the lip embedding is the mean of
+    each of the 15 channels (frame by frame, three each), the audio embedding positive weights from
+    the mel, so which half, which frames and which channel order it is given all change the score."""
+
+    def forward(self, mel, faces):
+        return mel.mean(dim=-1)[:, 0, :15].exp(), faces.mean(dim=(2, 3))
+
+
+def test_eq8_is_the_weighted_sum_of_rec_sync_and_ofs_each_computed_from_its_definition():
+    """L_total = l1 L_rec + l2 L_sync + l3 L_ofs (Eq. 8, plus our weighted KL of the audio
+    augmentation), each term recomputed here from the generated frames: the mean absolute error,
+    the mean -log cos(audio, lip) of the expert on the lower halves, and Eq. 7's (1 - alpha) face +
+    alpha mouth mean squared flow error over valid pixels."""
+    clip = _clip()
+    valid = np.random.default_rng(3).random(clip.valid.shape) < 0.7  # some pixels without ground-truth flow
+    batch = generator_batch([dataclasses.replace(clip, valid=valid)], np.random.default_rng(0), 2, 5)
+    params = _params(l1_weight=0.7, sync_weight=0.3, ofs_weight=2.0, kl_weight=0.5, sync_start_step=0,
+                     mouth_start_step=0, ofs_area="face+mouth", ofs_interval=1, ofs_distance="l2",
+                     ofs_reduction="mean", flow_size=0, ofs_windows=0, mouth_weight=0.0)
+    torch.manual_seed(0)
+    model = build_generator(params).train()  # batch statistics: frames with structure, as in training
+    torch.nn.init.normal_(model.face_decoder.output_block[1].weight, std=0.1)  # not the bare reference
+    expert = ColourExpert()
+    torch.manual_seed(1)  # the same audio-augmentation draws and dropout in every call below
+    terms = GeneratorLoss(params, expert=expert, flow_net=FlowByDifference().eval())(model, batch, step=0)
+    assert set(terms) == {"l1", "kl", "sync", "ofs", "loss"}
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        frames, aux = model(batch.audio, batch.faces)
+    b, _, t, h, w = frames.shape
+    assert frames[:, :, :, : h // 2].mean((3, 4)).sub(frames[:, :, :, h // 2 :].mean((3, 4))).abs().max() > 0.003
+    rec = (frames - batch.target).abs().mean()
+    lower = frames[:, :, :, h // 2 :].transpose(1, 2).reshape(b, 3 * t, h // 2, w)  # frame by frame
+    audio_embedding, lip_embedding = expert(batch.sync_mel, lower)
+    cosine = (audio_embedding * lip_embedding).sum(1) / (audio_embedding.norm(dim=1) * lip_embedding.norm(dim=1))
+    sync = -torch.log(cosine).mean()
+    predicted = (frames[:, :, 1:] - frames[:, :, :-1]).mean(dim=1)  # (B, T-1, H, W), both flow components
+    per_pixel = ((predicted[:, :, None] - batch.flow) ** 2).mean(dim=2)
+    face_region = batch.valid.float()
+    mouth_region = (batch.valid & batch.mouth[:, :-1].bool()).float()
+    face = ((per_pixel * face_region).sum((2, 3)) / face_region.sum((2, 3))).mean()
+    mouth = ((per_pixel * mouth_region).sum((2, 3)) / mouth_region.sum((2, 3))).mean()
+    assert (mouth_region.sum((2, 3)) > 0).all() and not torch.isclose(face, mouth)
+    ofs = (1 - OFS_ALPHA) * face + OFS_ALPHA * mouth
+    kl = aux["kl"]
+    assert min(rec, sync, ofs, kl) > 1e-4  # every term present and non-zero
+
+    torch.testing.assert_close(terms["l1"], rec)
+    torch.testing.assert_close(terms["sync"], sync)
+    torch.testing.assert_close(terms["ofs"], ofs)
+    torch.testing.assert_close(terms["kl"], kl)
+    torch.testing.assert_close(terms["loss"].detach(), 0.7 * rec + 0.3 * sync + 2.0 * ofs + 0.5 * kl)
     terms["loss"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
+    # Before sync_start_step the sync term is reported but not trained on.
+    late = GeneratorLoss(dataclasses.replace(params, sync_start_step=1), expert, FlowByDifference().eval())
+    torch.manual_seed(1)
+    early = late(model, batch, step=0)
+    torch.testing.assert_close(early["sync"], sync)
+    torch.testing.assert_close(early["loss"].detach(), 0.7 * rec + 2.0 * ofs + 0.5 * kl)
+
+
+def test_the_wav2lip_baseline_trains_without_the_ofs_term():
+    batch = generator_batch([_clip()], np.random.default_rng(0), 2, 5)
     baseline = _params(model="wav2lip", ofs_weight=0.0)
     assert not baseline.uses_ofs
     wav2lip = build_generator(baseline)
@@ -118,10 +174,6 @@ def test_eq8_has_every_term_for_opflowtalker_and_no_ofs_for_the_baseline():
 
 def test_ofs_windows_scores_the_first_windows_of_the_batch_only():
     batch = generator_batch([_clip(), _clip(seed=1)], np.random.default_rng(0), 3, 5)
-
-    class FlowByDifference(torch.nn.Module):
-        def forward(self, a, b):
-            return ((b - a).mean(dim=1, keepdim=True) / 255.0).expand(-1, 2, -1, -1)
 
     flow_net = FlowByDifference().eval()
     params = _params(ofs_windows=1)
