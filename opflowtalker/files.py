@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_text_atomic", "write_json_atomic", "write_npz_atomic"]
+__all__ = ["write_text_atomic", "write_json_atomic", "write_npz_atomic", "remove_stale_temporaries"]
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -35,3 +35,13 @@ def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray], compressed
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Remove the temporary files (``.<name>.tmp``, ``.<name>.<pid>.tmp``) that writers killed
+    before their rename left under ``folder``; a stage calls it before it writes there again.
+    Returns how many it removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()] if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

@@ -24,9 +24,7 @@ backward estimates agree.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +33,11 @@ import numpy as np
 
 from . import audio, video
 from .datasets import Clip, read_dataset
-from .files import write_npz_atomic, write_text_atomic
+from .files import remove_stale_temporaries, write_npz_atomic, write_text_atomic
 from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
 from .progress import progress
+from .workers import worker_pool
 from .errors import OpFlowTalkerError
 
 __all__ = [
@@ -388,6 +387,7 @@ def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("tr
     if workers < 1:
         raise PreprocessError(f"workers must be at least 1, not {workers}")
     clips = {split: read_dataset(kind, root, split) for split in splits}
+    remove_stale_temporaries(out)  # what a killed run was writing; its finished clips stay
     jobs, summary = [], {"splits": {}, "frames": 0, "faces_not_found": 0}
     for split, split_clips in clips.items():
         counts = summary["splits"][split] = {"clips": 0, "written": 0, "skipped": 0, "no_face": 0}
@@ -399,8 +399,7 @@ def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("tr
                 jobs.append((clip, params, str(path)))
 
     if workers > 1 and len(jobs) > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_init_worker) as pool:
+        with worker_pool(min(workers, len(jobs)), _init_worker) as pool:
             results = list(progress(pool.map(_run_clip, jobs), total=len(jobs), desc="preprocess", unit="clip"))
     else:
         results = [_run_clip(job) for job in progress(jobs, desc="preprocess", unit="clip")]

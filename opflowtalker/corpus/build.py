@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..params import require
 from ..progress import progress
+from ..workers import worker_pool
 from ..video import write_video
 from .render import RenderConfig, RenderedClip, build_rig, load_portrait, render
 from .sentences import Sentence, sample_sentences, split_of
@@ -167,11 +167,13 @@ def build_corpus(root: str | Path, params: CorpusParams = CorpusParams()) -> dic
     for identity in params.identities:
         portrait_file(params.faces, identity)
     root.parent.mkdir(parents=True, exist_ok=True)
+    for stale in root.parent.glob(f".{root.name}-*"):  # the staging folder of a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         jobs = [(spec, params, str(staging)) for spec in specs]
         if params.workers > 1:
-            with ProcessPoolExecutor(params.workers) as pool:
+            with worker_pool(params.workers) as pool:
                 results = list(progress(pool.map(_render_into, jobs, chunksize=4), total=len(jobs), desc="corpus",
                                         unit="clip"))
         else:

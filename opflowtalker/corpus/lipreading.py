@@ -24,10 +24,8 @@ unseen, and the held-out identity never appears (it is refused as a lip-reading 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from ..files import write_npz_atomic
 from ..progress import progress
+from ..workers import worker_pool
 from ..video import iter_frames, write_video
 from .build import ClipSpec, CorpusParams, plan_corpus, portrait_file
 from .render import RenderConfig, build_rig, load_portrait, render
@@ -167,9 +166,7 @@ def build_lipreading_corpus(out: str | Path, corpus: CorpusParams, params: LipRe
         portrait_file(params.faces, identity)  # a missing portrait is refused before any work
     jobs = [(spec, corpus, crop, params) for spec in specs]
     if params.workers > 1 and len(jobs) > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(params.workers, len(jobs)), mp_context=context,
-                                 initializer=_init_worker) as pool:
+        with worker_pool(min(params.workers, len(jobs)), _init_worker) as pool:
             clips = list(progress(pool.map(_crops_of, jobs, chunksize=8), total=len(jobs), desc="lipreading corpus",
                                   unit="clip"))
     else:
