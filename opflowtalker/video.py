@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -26,6 +27,7 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "probe",
+    "frame_rate",
     "read_image",
     "iter_frames",
     "read_video",
@@ -89,13 +91,36 @@ def read_image(path: str | Path) -> np.ndarray:
         raise VideoError(f"cannot read image {path}: not an image file") from None
 
 
+def frame_rate(path: str | Path, shown: float) -> float:
+    """The exact frame rate of the video at ``path``, whose rate ffmpeg shows as ``shown``.
+
+    ffmpeg shows a rate to two decimals (23.98 for NTSC film's 24000/1001), and a video rewritten at
+    the shown rate runs fast: a frame ahead of its own timeline every four minutes. The exact rate
+    is the stream's time base over the duration of its packets (no frame is decoded); ``shown`` is
+    kept when the packets give no duration, differ in it (a variable rate), or disagree with it.
+    """
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path),
+               "-map", "0:v:0", "-c", "copy", "-frames:v", "16", "-f", "framecrc", "-"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    base, durations = None, set()
+    for line in result.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            base = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            durations.add(int(line.split(",")[3]))
+    if result.returncode != 0 or base is None or len(durations) != 1 or min(durations) <= 0:
+        return shown
+    exact = 1 / (base * durations.pop())
+    return float(exact) if abs(float(exact) - shown) < 0.01 else shown
+
+
 def probe(path: str | Path) -> VideoInfo:
-    """Frame rate, size and duration of a video (no frames are decoded)."""
+    """Frame rate (exact: :func:`frame_rate`), size and duration of a video (no frames are decoded)."""
     reader, meta = _open(path)
     reader.close()
     width, height = meta["size"]
-    return VideoInfo(float(meta["fps"]), int(width), int(height), float(meta.get("duration") or 0.0),
-                     meta.get("audio_codec"))
+    return VideoInfo(frame_rate(path, float(meta["fps"])), int(width), int(height),
+                     float(meta.get("duration") or 0.0), meta.get("audio_codec"))
 
 
 def resample_indices(n_src: int, src_fps: float, dst_fps: float) -> np.ndarray:
@@ -113,8 +138,7 @@ def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarr
     """Yield RGB frames one at a time (memory stays bounded); resampled to ``fps`` if given."""
     reader, meta = _open(path)
     width, height = meta["size"]
-    src_fps = float(meta["fps"])
-    step = 1.0 if fps is None else src_fps / fps
+    step = 1.0 if fps is None else frame_rate(path, float(meta["fps"])) / fps
     next_src = 0.0  # source frame index the next output frame shows
     try:
         for i, raw in enumerate(reader):

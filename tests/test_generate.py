@@ -117,6 +117,25 @@ def test_a_video_longer_than_the_speech_is_cut_and_a_shorter_one_looped(tmp_path
         assert abs(probe(out).duration - len(load_wav(SPEECH)) / 16000) <= 1.5 / 25
 
 
+@pytest.mark.parametrize("fps", [24000 / 1001, 10.0, 60.0], ids=["23.976", "10", "60"])
+def test_a_video_keeps_its_frame_rate_and_lasts_as_long_as_the_speech(tmp_path, checkpoint, fps):
+    # One second of video, looped over the 1.4 s of speech: every frame a face, so the rate and the
+    # count of frames are all that is checked. NTSC film's 24000/1001 is the rate ffmpeg shows as 23.98.
+    photo = read_image(PHOTO)[::2, ::2]
+    video = tmp_path / "face.mp4"
+    with VideoWriter(video, fps) as writer:
+        writer.write(np.repeat(photo[None], int(fps), axis=0))
+    assert probe(video).fps == pytest.approx(fps, abs=1e-9)
+    out = tmp_path / "out.mp4"
+    summary = generate(video, SPEECH, checkpoint, out, GenerateOptions(progress=False, batch_size=8))
+    info = probe(out)
+    assert summary["fps"] == pytest.approx(fps, abs=1e-9) and info.fps == pytest.approx(fps, abs=1e-9)
+    speech_seconds = len(load_wav(SPEECH)) / 16000
+    n_frames = len(read_video(out)[0])
+    assert n_frames == summary["frames"] and abs(n_frames / fps - speech_seconds) <= 1 / fps
+    assert abs(info.duration - speech_seconds) <= 1 / fps
+
+
 def test_frames_without_a_face_pass_through_unchanged(tmp_path, checkpoint):
     photo = read_image(PHOTO)[::2, ::2]
     blank = np.full_like(photo, 128)

@@ -66,6 +66,15 @@ def test_resampling_to_25_fps_keeps_duration(tmp_path):
     assert video.resample_indices(10, 12.5, 25).tolist() == [i // 2 for i in range(20)]
 
 
+@pytest.mark.parametrize("rate", [(24000, 1001), (30000, 1001), (60000, 1001), (10, 1)],
+                         ids=["23.976", "29.97", "59.94", "10"])
+def test_probe_reads_a_frame_rate_exactly_not_as_ffmpeg_shows_it(tmp_path, rate):
+    # ffmpeg shows 24000/1001 as 23.98: a video rewritten at that rate would run fast.
+    fps = rate[0] / rate[1]
+    path = video.write_video(tmp_path / "clip.mp4", moving_square(8), fps=fps)
+    assert video.probe(path).fps == pytest.approx(fps, rel=1e-12)
+
+
 def test_bad_video_input_gives_a_clear_error(tmp_path):
     with pytest.raises(video.VideoError, match="not found"):
         video.probe(tmp_path / "missing.mp4")
