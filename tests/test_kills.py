@@ -90,9 +90,11 @@ def _resume_step(run_dir: Path) -> int:
         return 0
 
 
-def _kill_when(study: Path, args: list, ready, rng: np.random.Generator, what: str, within: float = 0.3) -> None:
+def _kill_when(study: Path, args: list, ready, rng: np.random.Generator, what: str, within: float = 0.3,
+               too_late=lambda: False) -> None:
     """Start ``args``, wait until ``ready()`` holds, wait a further random moment of up to
-    ``within`` seconds, and kill -9.
+    ``within`` seconds (cut short once ``too_late()`` holds, so the kill still lands mid-run
+    however long a step takes), and kill -9.
     Its stderr goes to a file: a pipe would stay open as long as any worker it started lives."""
     errors = study / "killtest" / f"{what}.stderr"
     errors.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,9 @@ def _kill_when(study: Path, args: list, ready, rng: np.random.Generator, what: s
         while proc.poll() is None and not ready():
             assert time.monotonic() < deadline, f"{what} never reached its kill point"
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, within))
+        until = time.monotonic() + rng.uniform(0.0, within)
+        while proc.poll() is None and time.monotonic() < until and not too_late():
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -143,7 +147,8 @@ def test_a_training_stage_killed_at_a_random_step_resumes_to_the_weights_of_one_
     step_seconds = json.loads((study / whole / "model.json").read_text())["seconds"] / STEPS
     args = [*command, "--out", killed / "model.safetensors", "--run-dir", killed / "run"]
     # Killed within the step after the checkpoint of step kill_at: anywhere in a step or a write.
-    _kill_when(study, args, lambda: _resume_step(study / killed / "run") >= kill_at, rng, stage, step_seconds)
+    _kill_when(study, args, lambda: _resume_step(study / killed / "run") >= kill_at, rng, stage, step_seconds,
+               too_late=lambda: _resume_step(study / killed / "run") > kill_at)
     resumed_from = _resume_step(study / killed / "run")
     assert kill_at <= resumed_from < STEPS, "the kill must land in the middle of the run"
     assert not (study / killed / "model.safetensors").exists(), "a killed run left a final checkpoint"
