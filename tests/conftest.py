@@ -24,6 +24,17 @@ def study_params(overrides: dict | None = None) -> dict:
     return merge(groups, overrides or {})
 
 
+
+def resume_step(path: Path) -> int | None:
+    """The step a training run's resume checkpoint at ``path`` holds, None before it has one."""
+    from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
+
+    try:
+        return int(load_safetensors(path)[1]["step"])
+    except CheckpointError:
+        return None
+
+
 @pytest.fixture(scope="session")
 def speech_wav() -> Path:
     """A real human recording ("front centre", 48 kHz) that ships in Debian's alsa-utils."""

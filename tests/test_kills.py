@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import yaml
 
-from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
+from opflowtalker.models.checkpoints import load_safetensors
 from opflowtalker.params import merge
 
-from conftest import ROOT, study_params
+from conftest import ROOT, resume_step, study_params
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
 STEPS = 10  # every training stage: steps, checkpointing after each
@@ -84,10 +84,7 @@ def study(tmp_path_factory) -> Path:
 
 
 def _resume_step(run_dir: Path) -> int:
-    try:
-        return int(load_safetensors(run_dir / "resume.safetensors")[1]["step"])
-    except CheckpointError:  # not there yet
-        return 0
+    return resume_step(run_dir / "resume.safetensors") or 0
 
 
 def _kill_when(study: Path, args: list, ready, rng: np.random.Generator, what: str, within: float = 0.3,

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from opflowtalker.landmarks import mouth_masks
-from opflowtalker.models.checkpoints import CheckpointError, load_safetensors
+from opflowtalker.models.checkpoints import load_safetensors
 from opflowtalker.training.data import PreparedClip, generator_batch, lower_half_masked, syncnet_batch
 from opflowtalker.training.loop import LoopParams, fit, source_digest, step_seed
+
+from conftest import resume_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,13 +129,6 @@ def _load_script(path: Path, text: str):
     return module
 
 
-def _resume_step(path: Path) -> int | None:
-    try:
-        return int(load_safetensors(path)[1]["step"])
-    except CheckpointError:
-        return None
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -156,7 +151,7 @@ def test_a_run_killed_midway_and_started_again_ends_with_the_same_weights_as_one
     child = subprocess.Popen(command, env=CHILD_ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while (_resume_step(killed_run / "resume.safetensors") or 0) < 10:
+        while (resume_step(killed_run / "resume.safetensors") or 0) < 10:
             assert child.poll() is None, child.stdout.read().decode()
             assert time.monotonic() < deadline, "the run never reached step 10"
             time.sleep(0.02)
@@ -168,7 +163,7 @@ def test_a_run_killed_midway_and_started_again_ends_with_the_same_weights_as_one
             child.wait()
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-    killed_at = _resume_step(killed_run / "resume.safetensors")
+    killed_at = resume_step(killed_run / "resume.safetensors")
     assert 10 <= killed_at < script.PARAMS.steps, "the kill must land in the middle of the run"
     assert not killed_out.exists()
 
