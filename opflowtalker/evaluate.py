@@ -36,7 +36,8 @@ with a 95% bootstrap interval over clips (``ci``), so that two rows can be compa
 the same clips (:mod:`opflowtalker.metrics.intervals`).
 
 The real side of every comparison (real landmarks, descriptors, T_speech, T_gt) is computed once by
-:func:`evaluate_reference`, which also scores the controls, and reused by every variant.
+:func:`evaluate_reference`, which also scores the controls, and reused by every variant. What a row
+shows for each clip (a generator's frames, or a control's) is :mod:`opflowtalker.renditions`'s.
 """
 from __future__ import annotations
 
@@ -46,7 +47,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -59,19 +59,18 @@ from .metrics.image import MetricUnavailable, psnr, ssim
 from .metrics.landmarks import detect_crop_landmarks, lmd
 from .metrics.lpips import lpips_distance
 from .metrics.intervals import mean_interval
-from .metrics.sync import clip_sync_scores_judge, mel_of_length, shifted_mel
+from .metrics.sync import clip_sync_scores_judge, shifted_mel
 from .metrics.temporal import lip_flow_error, silence_motion, silent_frames, temporal_jitter
 from .metrics.text import SENTENCE_METRICS
 from .models.registry import load_model_checkpoint
 from .landmarks import mouth_masks
 from .params import require
 from .progress import progress
-from .training.data import PreparedClip, load_split, lower_half_masked
-from .video import resize_frames
+from .renditions import CONTROLS, control_renditions, expected_offset, generator_renditions, reference_windows
+from .training.data import PreparedClip, load_split
 
-__all__ = ["EvalParams", "Rendition", "Judges", "CONTROLS", "generate_clip", "reference_windows",
-           "control_renditions", "generator_renditions", "score_renditions", "evaluate_reference",
-           "evaluate_generator", "load_reference", "load_judges", "strip_arrays"]
+__all__ = ["EvalParams", "Judges", "score_renditions", "evaluate_reference", "evaluate_generator", "load_reference",
+           "load_judges", "strip_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -98,67 +97,6 @@ class EvalParams:
         require(self, above_zero=("window", "batch_windows", "landmark_frame_step", "fd_frame_step", "strip_clips",
                                   "shift", "threads"),
                 at_least_zero=("max_clips", "strip_frames"), choices={"split": ("train", "val", "test")})
-
-
-def reference_windows(n_frames: int, window: int) -> list[tuple[int, int]]:
-    """(target start, reference start) of the windows covering ``n_frames`` frames: windows laid
-    end to end, the last moved back to end at the last frame; each reference half the clip (and at
-    least one window) later, or as far earlier where that would run past the end."""
-    if n_frames < window:
-        raise ValueError(f"a clip of {n_frames} frames is shorter than one window of {window}")
-    starts = list(range(0, n_frames - window + 1, window))
-    if starts[-1] + window < n_frames:
-        starts.append(n_frames - window)
-    gap = max(window, n_frames // 2)
-    last = n_frames - window
-    return [(s, s + gap if s + gap <= last else max(0, s - gap)) for s in starts]
-
-
-def model_face_size(model: nn.Module) -> int:
-    """The face side a generator takes and gives (Wav2Lip: 96; OpFlowTalker: its config's)."""
-    size = getattr(model, "image_size", None) or getattr(getattr(model, "config", None), "image_size", None)
-    if size is None:
-        raise ValueError(f"{type(model).__name__} does not say which face size it takes")
-    return int(size)
-
-
-@torch.no_grad()
-def generate_clip(model: nn.Module, clip: PreparedClip, window: int, batch_windows: int = 8,
-                  with_motion: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
-    """Every frame of ``clip`` regenerated from its audio: (T, S, S, 3) uint8. A generator built for
-    another face size (the 96-px Wav2Lip on 256-px clips) sees the frames resized to its size, and its
-    frames are resized back to the clip's. With ``with_motion``, also the motion field the model
-    predicts for each frame, (T, S, S, 2) in the clip's pixels, or None for a model without one."""
-    device = next(model.parameters()).device
-    n = len(clip)
-    pairs = reference_windows(n, window)
-    faces_in = resize_frames(clip.faces, model_face_size(model))
-    out = np.zeros_like(faces_in)
-    motion_out: np.ndarray | None = None
-    for i in range(0, len(pairs), batch_windows):
-        chunk = pairs[i : i + batch_windows]
-        target = np.stack([faces_in[s : s + window] for s, _ in chunk])
-        ref = np.stack([faces_in[r : r + window] for _, r in chunk])
-        faces = np.concatenate([lower_half_masked(target), ref], axis=-1)  # (B, T, H, W, 6)
-        faces = torch.from_numpy(faces).permute(0, 4, 1, 2, 3).float().div_(255.0)
-        audio = torch.from_numpy(np.stack([clip.mels[s : s + window] for s, _ in chunk])).unsqueeze(2)
-        result = model.generate(audio.to(device), faces.to(device))
-        frames = (result.frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy()
-        motion = None if result.motion is None else result.motion.float().permute(0, 2, 3, 4, 1).cpu().numpy()
-        if motion is not None and motion_out is None:
-            motion_out = np.zeros((*faces_in.shape[:3], 2), np.float32)
-        for k, ((s, _), generated) in enumerate(zip(chunk, frames)):
-            out[s : s + window] = generated  # a moved-back last window overwrites with the same audio
-            if motion is not None:
-                motion_out[s : s + window] = motion[k]
-    frames = resize_frames(out, clip.faces.shape[1])
-    if not with_motion:
-        return frames
-    if motion_out is not None and motion_out.shape[1] != clip.faces.shape[1]:
-        scale = clip.faces.shape[1] / motion_out.shape[1]
-        size = (clip.faces.shape[2], clip.faces.shape[1])
-        motion_out = np.stack([cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) * scale for m in motion_out])
-    return frames, motion_out
 
 
 def _clips(prepared: str | Path, params: EvalParams) -> list[PreparedClip]:
@@ -201,16 +139,6 @@ def _optional(compute, configured) -> float | None:
 
 
 @dataclass
-class Rendition:
-    """What one row shows for one test clip: the video, the audio it is judged against (mel) and
-    what the speech recogniser hears in that audio (T_speech)."""
-
-    frames: np.ndarray  # (T, S, S, 3) uint8
-    mel: np.ndarray  # (80, M)
-    speech: str
-
-
-@dataclass
 class Judges:
     """The networks that score a row: the sync judge and the lip reader."""
 
@@ -223,51 +151,6 @@ def load_judges(judge_path: str | Path, lipreader_path: str | Path) -> Judges:
     from .models.sync_judge import load_sync_judge
 
     return Judges(load_sync_judge(judge_path), load_lipreader(lipreader_path))
-
-
-CONTROLS = {
-    "ground_truth": "Ground truth (the real video)",
-    "still_reference": "Still reference frame",
-    "wrong_audio": "Real video, another clip's speech",
-    "shifted_audio": "Real video, speech delayed",
-}
-"""The control rows: what the metrics give the truth and the failures they must tell from it."""
-
-
-def control_renditions(control: str, clips: list[PreparedClip], speech: list[str], params: EvalParams
-                       ) -> list[Rendition]:
-    """The control ``control`` (a key of :data:`CONTROLS`) for every clip."""
-    n = len(clips)
-    if control == "ground_truth":
-        return [Rendition(c.faces, c.mel, s) for c, s in zip(clips, speech)]
-    if control == "still_reference":
-        out = []
-        for clip, said in zip(clips, speech):
-            first_reference = reference_windows(len(clip), params.window)[0][1]
-            still = np.repeat(clip.faces[first_reference][None], len(clip), axis=0)
-            out.append(Rendition(still, clip.mel, said))
-        return out
-    if control == "wrong_audio":
-        # The next clip's speech (another sentence of the test split), cut or padded with silence.
-        out = []
-        for i, clip in enumerate(clips):
-            other = (i + 1) % n
-            out.append(Rendition(clip.faces, mel_of_length(clips[other].mel, clip.mel.shape[1]), speech[other]))
-        return out
-    if control == "shifted_audio":
-        return [Rendition(c.faces, shifted_mel(c.mel, params.shift, c.fps), s) for c, s in zip(clips, speech)]
-    raise ValueError(f"no control {control!r}; the controls are {', '.join(CONTROLS)}")
-
-
-def expected_offset(variant: str, params: EvalParams) -> int:
-    """The AV offset a perfect judge finds for a row: -shift for the shifted audio, else 0."""
-    return -params.shift if variant == "shifted_audio" else 0
-
-
-def generator_renditions(model: nn.Module, clips: list[PreparedClip], speech: list[str], params: EvalParams):
-    """Every clip regenerated by ``model`` from its own audio (a generator, lazily, clip by clip)."""
-    for clip, said in zip(clips, speech):
-        yield Rendition(generate_clip(model, clip, params.window, params.batch_windows), clip.mel, said)
 
 
 def _text_per_clip(lips: list[str], speech: list[str], real_lips: list[str], scripts: list[str]) -> dict[str, list]:
@@ -333,7 +216,7 @@ def score_renditions(variant: str, label: str, clips: list[PreparedClip], rendit
             real_all.append(clip.faces)
             fake_all.append(frames)
     per.update(_text_per_clip(lips, speech, real_lips, scripts))
-    target = expected_offset(variant, params)
+    target = expected_offset(variant, params.shift)
     per["offset_ok"] = [float(abs(o - target) <= 1) for o in per["offset"]]
     real_emb = [ref["clip_embeddings"][k] for k in keys]
     fd = _fd_with_interval(real_emb, fake_embeddings)
@@ -423,7 +306,7 @@ def evaluate_reference(prepared: str | Path, dataset: dict, judge_path: str | Pa
     reference_seconds = time.perf_counter() - start
     rows, curves = {}, {}
     for control, label in CONTROLS.items():
-        shown = control_renditions(control, clips, speech, params)
+        shown = control_renditions(control, clips, speech, params.window, params.shift)
         if control == "shifted_audio":
             label = f"{label} {params.shift} frames"
         rows[control] = score_renditions(control, label, clips, shown, ref, judges, params)
@@ -473,5 +356,5 @@ def evaluate_generator(variant: str, label: str, checkpoint: str | Path, prepare
     clips = _clips(prepared, params)
     model = load_model_checkpoint(checkpoint)
     judges = load_judges(judge_path, lipreader_path)
-    shown = generator_renditions(model, clips, [str(s) for s in ref["speech"]], params)
+    shown = generator_renditions(model, clips, [str(s) for s in ref["speech"]], params.window, params.batch_windows)
     return score_renditions(variant, label, clips, shown, ref, judges, params, frames_out)

@@ -116,7 +116,7 @@ def generate_on_clip(checkpoint: str | Path, clip: Clip, label: str | None = Non
     evaluation does (its reference window half the clip away)."""
     import torch
 
-    from .evaluate import generate_clip
+    from .renditions import generate_clip
     from .models.checkpoints import CheckpointError
     from .models.registry import load_model_checkpoint
     from .training.data import PreparedClip

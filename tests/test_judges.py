@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from opflowtalker import evaluate
-from opflowtalker.evaluate import (CONTROLS, EvalParams, evaluate_generator, evaluate_reference, Source,
-                                   control_renditions)
+from opflowtalker import evaluate, renditions
+from opflowtalker.evaluate import EvalParams, evaluate_generator, evaluate_reference, Source
 from opflowtalker.metrics.intervals import mean_interval, paired_interval, verdict
 from opflowtalker.metrics.sync import clip_sync_scores_judge, shifted_mel
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.ctc import grammar_decode
 from opflowtalker.models.lipreader import LipReader, LipReaderConfig
 from opflowtalker.models.sync_judge import SyncJudge, SyncJudgeConfig, load_sync_judge
+from opflowtalker.renditions import CONTROLS, control_renditions
 from opflowtalker.report import strips_of_clip
 from opflowtalker.training.data import PreparedClip
 from opflowtalker.training.sync_judge import _judge_clips, judge_batch, judge_loss
@@ -180,7 +180,7 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
     assert set(rows) == set(CONTROLS)
 
     monkeypatch.setattr(evaluate, "load_model_checkpoint", lambda path: torch.nn.Linear(1, 1))
-    monkeypatch.setattr(evaluate, "generate_clip", lambda model, clip, window, batch: clip.faces.copy())
+    monkeypatch.setattr(renditions, "generate_clip", lambda model, clip, window, batch: clip.faces.copy())
     copy = evaluate_generator("copy", "copies the real video", "unused", prepared, tmp_path / "ref.npz", judge_path,
                               reader_path, params, frames_out=tmp_path / "frames.npz")
     # The strips of both kept clips come back, each its own clip's first frames.
@@ -207,5 +207,5 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
     assert rows["wrong_audio"]["per_clip"]["speech"] == [s.lower() for s in scripts[::-1]]
     assert rows["shifted_audio"]["expected_offset"] == -5
     # The controls are renditions of the clips, nothing typed: the still one is one frame repeated.
-    shown = control_renditions("still_reference", clips, scripts, params)
+    shown = control_renditions("still_reference", clips, scripts, params.window, params.shift)
     assert all((r.frames == r.frames[0]).all() for r in shown)

@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from opflowtalker.cli import main
-from opflowtalker.evaluate import generate_clip, reference_windows
 from opflowtalker.models.generator import GeneratorOutput
 from opflowtalker.losses import OFS_ALPHA, OFS_AREAS, OFSSchedule, mouth_l1_loss, ofs_loss
 from opflowtalker.params import ParamsError, load_params, merge
+from opflowtalker.renditions import generate_clip, reference_windows
 from opflowtalker.tables import PAPER, TABLES, build_tables, format_cell
 from opflowtalker.training.data import PreparedClip, generator_batch
 from opflowtalker.training.generator import GeneratorLoss, GeneratorTrainParams, build_generator, variant_params
