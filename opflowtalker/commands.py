@@ -102,8 +102,7 @@ def run_lipreading_corpus(args: argparse.Namespace) -> None:
     corpus = from_mapping(CorpusParams, params.get("corpus"), "params.yaml: corpus")
     lipreading = from_mapping(LipReadingCorpusParams, params.get("lipreading_corpus"), "params.yaml: lipreading_corpus")
     # The crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.
-    prep = {k: v for k, v in (params.get("preprocess") or {}).items() if k not in ("workers", "splits")}
-    prep = from_mapping(PreprocessParams, prep, "params.yaml: preprocess")
+    prep = from_mapping(PreprocessParams, params.get("preprocess"), "params.yaml: preprocess")
     reader = from_mapping(LipReaderTrainParams, params.get("train_lipreader"), "params.yaml: train_lipreader")
     crop = CropSettings(face_size=int(prep.size), pads=prep.pads, smooth=int(prep.smooth),
                         **reader.model_config().mouth_crop())
@@ -118,12 +117,8 @@ def run_preprocess(args: argparse.Namespace) -> None:
 
     params = stage_params(args)
     dataset = params.get("dataset") or {}
-    group = dict(params.get("preprocess") or {})
-    workers = int(group.pop("workers", 1))
-    splits = tuple(group.pop("splits", ("train", "val", "test")))
     summary = preprocess_dataset(dataset.get("kind", "corpus"), dataset.get("root", "data/corpus"), args.out,
-                                 splits=splits, params=from_mapping(PreprocessParams, group, "params.yaml: preprocess"),
-                                 workers=workers)
+                                 from_mapping(PreprocessParams, params.get("preprocess"), "params.yaml: preprocess"))
     print(json.dumps(summary))
 
 

@@ -79,19 +79,21 @@ MOUTH_GROW = 4  # px the real lips' hull is grown by for the mouth-motion-in-sil
 
 @dataclass(frozen=True)
 class EvalParams:
-    split: str = "test"
-    max_clips: int = 0  # 0: every clip of the split
-    window: int = 5
-    batch_windows: int = 8
-    landmark_frame_step: int = 2  # M/F-LMD on every k-th frame
-    fd_frame_step: int = 4  # FD-face on every k-th frame (dlib's descriptor takes ~75 ms a face)
-    strip_frames: int = 0  # frames of each kept clip for the book's strips (0: all of them)
-    strip_clips: int = 1  # test clips whose frames are kept (the first ones of the split)
-    shift: int = 5  # frames the shifted-audio control delays the speech by (5 frames = 16 mel steps)
-    inception_weights: str = ""  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, if you have it
-    lpips_backbone: str = ""  # torchvision's alexnet weights, if you have them
-    lpips_linear: str = ""  # the lpips package's weights/v0.1/alex.pth
-    threads: int = 2
+    """params.yaml's ``evaluate`` group."""
+
+    split: str
+    max_clips: int  # 0: every clip of the split
+    window: int
+    batch_windows: int
+    landmark_frame_step: int  # M/F-LMD on every k-th frame
+    fd_frame_step: int  # FD-face on every k-th frame (dlib's descriptor takes ~75 ms a face)
+    strip_frames: int  # frames of each kept clip for the book's strips (0: all of them)
+    strip_clips: int  # test clips whose frames are kept (the first ones of the split)
+    shift: int  # frames the shifted-audio control delays the speech by (5 frames = 16 mel steps)
+    inception_weights: str  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth, if you have it
+    lpips_backbone: str  # torchvision's alexnet weights, if you have them
+    lpips_linear: str  # the lpips package's weights/v0.1/alex.pth
+    threads: int
 
     def __post_init__(self) -> None:
         require(self, above_zero=("window", "batch_windows", "landmark_frame_step", "fd_frame_step", "strip_clips",

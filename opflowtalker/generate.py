@@ -7,7 +7,7 @@ The steps, streamed in chunks so memory stays bounded whatever the length:
    ``resize_factor`` and ``rotate`` change the frames first, as Wav2Lip's options of those names.
 2. **Faces.** dlib's detector and 68 landmarks on every frame (once for ``static``, never with a
    fixed ``box``); the crop box is made exactly as the training crops were
-   (:func:`opflowtalker.preprocess.face_boxes`: landmarks' box, ``pads``, square) and averaged over
+   (:func:`opflowtalker.crops.face_boxes`: landmarks' box, ``pads``, square) and averaged over
    five frames unless ``nosmooth``. A frame with no face passes through unchanged and is counted.
 3. **Generation.** Windows of the model's length: the crops with their lower halves blanked, the
    crops themselves as references (what Wav2Lip's inference passes), and the mel window of each
@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from . import audio as audio_lib
-from .preprocess import PreprocessParams, crop_frame, face_boxes
+from .crops import crop_frame, face_boxes
 from .video import VideoError, VideoWriter, iter_frames, probe, read_image
 from .errors import OpFlowTalkerError
 
@@ -207,7 +207,6 @@ class _FaceTracker:
 
         self.options = options
         self.detector = LandmarkDetector("dlib")
-        self.params = PreprocessParams(pads=tuple(options.pads), smooth=1)
         self.static_box: np.ndarray | None = None
 
     def box(self, frame: np.ndarray) -> np.ndarray | None:
@@ -224,7 +223,7 @@ class _FaceTracker:
         if not faces:
             return None
         landmarks = faces[0].landmarks / scale
-        box = face_boxes(landmarks[None], frame.shape, self.params)[0]
+        box = face_boxes(landmarks[None], frame.shape, tuple(self.options.pads), 1)[0]  # smoothed later, over the stream
         if o.static:
             self.static_box = box
         return box

@@ -14,6 +14,9 @@ change to one value of a profile reruns only the stages that read its group.
 values that differ there (the corpus rendered larger, 256-px crops and generators, its own folders)
 and ``load_params(path, hd=True)`` merges them over the groups, after the profile, so the same stage
 code runs either half.
+
+The stage parameter classes have no defaults: ``params.yaml`` is the one source of the study's
+values. Callers outside a stage (the tests, the notebooks) build them with :func:`from_params_yaml`.
 """
 from __future__ import annotations
 
@@ -27,18 +30,23 @@ import yaml
 
 from .errors import OpFlowTalkerError
 
-__all__ = ["ParamsError", "StageParams", "load_params", "from_mapping", "merge", "require"]
+__all__ = ["ParamsError", "StageParams", "load_params", "from_params_yaml", "from_mapping", "merge", "require",
+           "PARAMS_YAML"]
 
 T = TypeVar("T")
+
+# The repository's parameters file, beside the package.
+PARAMS_YAML = Path(__file__).resolve().parent.parent / "params.yaml"
 
 
 class ParamsError(OpFlowTalkerError, ValueError):
     """A parameters file or group that cannot be used; one sentence for the user."""
 
 
-def load_params(path: str | Path = "params.yaml", hd: bool = False) -> dict[str, Any]:
-    """The groups of ``path`` under its profile; with ``hd``, as the HDTF-shaped half reads them."""
-    data = _load_profiled(Path(path))
+def load_params(path: str | Path = "params.yaml", hd: bool = False, profile: str | None = None) -> dict[str, Any]:
+    """The groups of ``path`` under its profile (or ``profile``, instead of the one the file names);
+    with ``hd``, as the HDTF-shaped half reads them."""
+    data = _load_profiled(Path(path), profile)
     if not hd:
         return data
     half = data.get("hd")
@@ -47,7 +55,7 @@ def load_params(path: str | Path = "params.yaml", hd: bool = False) -> dict[str,
     return merge(data, half["overrides"])
 
 
-def _load_profiled(path: Path) -> dict[str, Any]:
+def _load_profiled(path: Path, profile: str | None = None) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"parameters file not found: {path}")
     try:
@@ -57,6 +65,8 @@ def _load_profiled(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of stage groups")
     profiles = data.pop("profiles", None) or {}
+    if profile is not None:
+        data["profile"] = profile
     profile = data.get("profile")
     if profile is None:
         return data
@@ -64,6 +74,23 @@ def _load_profiled(path: Path) -> dict[str, Any]:
         raise ParamsError(f"{path}: profile {profile!r} is not one of the profiles it defines "
                           f"({', '.join(profiles) or 'none'})")
     return merge(data, profiles[profile] or {})
+
+
+def from_params_yaml(cls: type[T], group: str, profile: str | None = None, hd: bool = False,
+                 path: str | Path = PARAMS_YAML, **overrides: Any) -> T:
+    """``cls`` built through :func:`from_mapping` from group ``group`` of ``path`` (the repository's
+    ``params.yaml``) under ``profile`` (None: the file's own) and, with ``hd``, the HDTF-shaped half,
+    ``overrides`` replacing some of its keys. A dotted group reaches into a nested one
+    (``generators.defaults``). What the tests and notebooks build a stage's parameters with, so
+    their values not given here are the study's."""
+    values: Any = load_params(path, hd=hd, profile=profile)
+    for key in group.split("."):
+        if not isinstance(values, dict) or key not in values:
+            raise ParamsError(f"{path} has no group {group}")
+        values = values[key]
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: {group} is not a group of parameters")
+    return from_mapping(cls, {**values, **overrides}, f"params.yaml: {group}")
 
 
 class StageParams(dict):
@@ -104,9 +131,8 @@ def from_mapping(cls: type[T], values: dict[str, Any] | None, where: str = "", c
     """Build dataclass ``cls`` from ``values``, rejecting keys it does not have, (``complete``)
     fields the values leave out, values of the wrong type and values the class refuses (its
     ``__post_init__``), each in one sentence that names ``where`` and the key. A stage's values so
-    come from ``params.yaml`` alone, never from a dataclass's defaults (which serve callers outside a
-    study: the tests, ``generate``); a model's architecture read from a checkpoint passes
-    ``complete=False``, its defaults being the model's."""
+    come from ``params.yaml`` alone (its parameter classes have no defaults); a model's architecture
+    read from a checkpoint passes ``complete=False``, its defaults being the model's."""
     values = dict(values or {})
     where = where or cls.__name__
     known = {f.name for f in dataclasses.fields(cls)}

@@ -10,12 +10,8 @@ Every clip of a dataset split becomes one ``<out>/<speaker>/<clip>.npz`` holding
   consecutive crops in crop pixels, ``flow[t]`` moving pixel u of crop t to its place in crop t+1;
 * ``fps`` and ``flow_source`` ("exact" for the embedded corpus, "dis" for real video).
 
-The face box follows Wav2Lip's ``preprocess.py``: a box around the face, padded below the chin
-(its ``--pads 0 10 0 0``, here scaled with the face), averaged over a 5-frame window
-(``get_smoothened_boxes``), then cut and resized. Our boxes are also made square, so a crop is a
-uniform scaling of the frame and flow converts between frame and crop exactly: crop t shows the
-frame point x = u / s_t + o_t at crop pixel u, and the frame flow F_t carries it to crop t+1 at
-u' = (x + F_t(x) - o_{t+1}) s_{t+1}.
+The face box and the crops' coordinates are :mod:`opflowtalker.crops`'s (Wav2Lip's padded box,
+made square and smoothed over time).
 
 The corpus stores exact frame flow next to each video; real videos (LRS2, HDTF) have none, so
 their flow is estimated with OpenCV's DIS on the crops and kept only where the forward and
@@ -34,6 +30,7 @@ import numpy as np
 from . import audio, video
 from .datasets import Clip, read_dataset
 from .files import remove_stale_temporaries, write_npz_atomic, write_text_atomic
+from .crops import crop_flow, crop_frame, crop_landmarks, face_boxes
 from .flow.classical import forward_backward_valid
 from .landmarks import LandmarkDetector
 from .progress import progress
@@ -44,12 +41,6 @@ __all__ = [
     "PreprocessError",
     "NoFaceError",
     "PreprocessParams",
-    "face_boxes",
-    "crop_landmarks",
-    "smooth_boxes",
-    "crop_geometry",
-    "crop_frame",
-    "crop_flow",
     "dis_flow",
     "preprocess_clip",
     "preprocess_dataset",
@@ -57,8 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Wav2Lip's pads are pixels for faces of LRS2's size; a face this wide gets them unscaled.
-REFERENCE_FACE_WIDTH = 96.0
 # Forward-backward disagreement (px) above which an estimated flow vector is not trusted.
 FB_TOLERANCE = 0.5
 # Exact flow is stored rounded to 1/64 px: exact in float16, and it compresses far better.
@@ -78,18 +67,22 @@ class NoFaceError(PreprocessError):
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    size: int = 96
+    """params.yaml's ``preprocess`` group."""
+
+    size: int
     """Side of the square face crops (96 as in Wav2Lip; 256 for high-resolution models)."""
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
+    pads: tuple[int, int, int, int]
     """Wav2Lip's (top, bottom, left, right) pads in pixels for a face 96 px wide; scaled with the face."""
-    smooth: int = 5
+    smooth: int
     """Frames averaged per box (Wav2Lip's ``get_smoothened_boxes`` window); 1 turns smoothing off."""
-    landmark_backend: str = "dlib"
+    landmark_backend: str
     """Landmarks for videos without stored ones: dlib, face_alignment or auto."""
-    flow_estimator: str = "dis"
+    flow_estimator: str
     """Flow for videos without stored exact flow."""
-    fps: float = 25.0
+    fps: float
     """Frame rate the crops are taken at; real videos at another rate are resampled to it."""
+    workers: int
+    """Processes preprocessing a dataset's clips side by side."""
 
     def __post_init__(self):
         object.__setattr__(self, "pads", tuple(int(p) for p in self.pads))
@@ -108,106 +101,8 @@ class PreprocessParams:
                                   f" choose one of {', '.join(FLOW_ESTIMATORS)}")
         if not self.fps > 0:
             raise PreprocessError(f"fps must be positive, not {self.fps}")
-
-
-# ---------------------------------------------------------------- face boxes
-
-
-def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
-    """Wav2Lip's ``get_smoothened_boxes``: each box is the mean of itself and the next
-    ``window - 1`` boxes, the last few sharing the final full window.
-
-    Unlike Wav2Lip, every mean is taken over the unsmoothed boxes (Wav2Lip smooths in place, so
-    its last window mixes in boxes it has already averaged).
-    """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    n = len(boxes)
-    window = min(window, n)
-    out = np.empty_like(boxes)
-    for i in range(n):
-        start = min(i, n - window)
-        out[i] = boxes[start : start + window].mean(axis=0)
-    return out
-
-
-def face_boxes(landmarks: np.ndarray, frame_shape: tuple[int, int],
-               params: PreprocessParams = PreprocessParams()) -> np.ndarray:
-    """Square crop boxes (T, 4) as (x0, y0, x1, y1) for (T, 68, 2) frame landmarks.
-
-    The face box is the landmarks' bounding box (brows to chin, jaw edge to jaw edge), padded
-    as Wav2Lip pads its detector box, made square about its centre, smoothed over time, and
-    moved (shrunk only if it is larger than the frame) to lie inside the frame.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.ndim != 3 or lm.shape[1:] != (68, 2):
-        raise PreprocessError(f"expected landmarks of shape (T, 68, 2), got {lm.shape}")
-    height, width = frame_shape[:2]
-    x0, y0 = lm[..., 0].min(axis=1), lm[..., 1].min(axis=1)
-    x1, y1 = lm[..., 0].max(axis=1), lm[..., 1].max(axis=1)
-    top, bottom, left, right = (p * (x1 - x0) / REFERENCE_FACE_WIDTH for p in params.pads)
-    x0, x1, y0, y1 = x0 - left, x1 + right, y0 - top, y1 + bottom
-    side = np.maximum(x1 - x0, y1 - y0)
-    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-    square = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
-    square = smooth_boxes(square, params.smooth)
-    side = np.minimum(square[:, 2] - square[:, 0], min(height, width))
-    x0 = np.clip(0.5 * (square[:, 0] + square[:, 2]) - side / 2, 0, width - side)
-    y0 = np.clip(0.5 * (square[:, 1] + square[:, 3]) - side / 2, 0, height - side)
-    return np.stack([x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
-
-
-def crop_geometry(box: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Origin o (x, y) and scale s of the crop of ``box``: crop pixel u shows frame point u / s + o."""
-    box = np.asarray(box, dtype=np.float64)
-    return box[:2].copy(), size / float(box[2] - box[0])
-
-
-def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """The (size, size, 3) crop of ``box``, low-passed first when it shrinks the face so that
-    fine texture does not alias."""
-    origin, scale = crop_geometry(box, size)
-    if scale < 1.0:
-        frame = cv2.GaussianBlur(frame, (0, 0), sigmaX=0.5 * (1.0 / scale - 1.0))
-    matrix = np.array([[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]])
-    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def crop_landmarks(landmarks: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(T, 68, 2) frame landmarks in the coordinates of the (T, 4) boxes' ``size``-px crops."""
-    boxes = np.asarray(boxes)
-    origin, scale = boxes[:, None, :2], size / (boxes[:, 2] - boxes[:, 0])[:, None, None]
-    return ((np.asarray(landmarks) - origin) * scale).astype(np.float32)
-
-
-def _crop_grid(box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    origin, scale = crop_geometry(box, size)
-    u = np.arange(size, dtype=np.float64)
-    gx, gy = np.meshgrid(u / scale + origin[0], u / scale + origin[1])
-    return gx.astype(np.float32), gy.astype(np.float32)
-
-
-def crop_flow(flow: np.ndarray, valid: np.ndarray, box: np.ndarray, next_box: np.ndarray,
-              size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame flow (H, W, 2) and its validity (H, W) seen from crop ``box`` into crop ``next_box``.
-
-    Returns the crop flow (size, size, 2) float32 in crop pixels and its validity: the frame
-    validity at the pixel's frame point, which must lie in the frame, and a target inside the
-    next crop.
-    """
-    height, width = flow.shape[:2]
-    gx, gy = _crop_grid(box, size)
-    f = cv2.remap(np.ascontiguousarray(flow, dtype=np.float32), gx, gy, cv2.INTER_LINEAR,
-                  borderMode=cv2.BORDER_REPLICATE)
-    ok = cv2.remap(np.asarray(valid, dtype=np.uint8), gx, gy, cv2.INTER_NEAREST,
-                   borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    ok &= (gx >= 0) & (gx <= width - 1) & (gy >= 0) & (gy <= height - 1)
-    origin, scale = crop_geometry(next_box, size)
-    u = np.arange(size, dtype=np.float64)
-    tx = (gx + f[..., 0] - origin[0]) * scale
-    ty = (gy + f[..., 1] - origin[1]) * scale
-    out = np.stack([tx - u[None, :], ty - u[:, None]], axis=-1).astype(np.float32)
-    ok &= (tx >= 0) & (tx <= size - 1) & (ty >= 0) & (ty <= size - 1)
-    return out, ok
+        if int(self.workers) < 1:
+            raise PreprocessError(f"workers must be at least 1, not {self.workers}")
 
 
 def dis_flow(crop: np.ndarray, next_crop: np.ndarray, dis=None) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +184,7 @@ def _clip_mel(clip: Clip, n_frames: int, fps: float) -> np.ndarray:
     return audio.melspectrogram(wav)
 
 
-def preprocess_clip(clip: Clip, params: PreprocessParams = PreprocessParams()) -> dict[str, np.ndarray]:
+def preprocess_clip(clip: Clip, params: PreprocessParams) -> dict[str, np.ndarray]:
     """Crops, boxes, crop landmarks, mel and crop-space flow of one clip (the npz's arrays).
 
     Uses the exact landmarks and flow stored beside a corpus video (``<clip>.npz``), else detects
@@ -316,7 +211,7 @@ def preprocess_clip(clip: Clip, params: PreprocessParams = PreprocessParams()) -
         if t >= n:
             raise PreprocessError(f"{clip.video} has more frames than the {n} its landmarks cover")
         if boxes is None:
-            boxes = face_boxes(frame_landmarks, frame.shape, params)
+            boxes = face_boxes(frame_landmarks, frame.shape, params.pads, params.smooth)
             faces = np.empty((n, size, size, 3), np.uint8)
             flow = np.zeros((max(n - 1, 0), size, size, 2), np.float16)
             valid = np.zeros((max(n - 1, 0), size, size), bool)
@@ -371,9 +266,10 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("train", "val", "test"),
-                       params: PreprocessParams = PreprocessParams(), workers: int = 1) -> dict:
-    """Preprocess every clip of ``splits`` of dataset ``kind`` at ``root`` into ``out``.
+def preprocess_dataset(kind: str, root: str | Path, out: str | Path, params: PreprocessParams,
+                       splits=("train", "val", "test")) -> dict:
+    """Preprocess every clip of ``splits`` of dataset ``kind`` at ``root`` into ``out``, in
+    ``params.workers`` processes.
 
     Writes ``<out>/<speaker>/<clip>.npz`` per clip and ``<out>/<split>.txt`` listing the clips
     that have one. A clip whose npz is at least as new as its video is not redone; a clip with no
@@ -384,8 +280,7 @@ def preprocess_dataset(kind: str, root: str | Path, out: str | Path, splits=("tr
     """
     start = time.perf_counter()
     out = Path(out)
-    if workers < 1:
-        raise PreprocessError(f"workers must be at least 1, not {workers}")
+    workers = int(params.workers)
     clips = {split: read_dataset(kind, root, split) for split in splits}
     remove_stale_temporaries(out)  # what a killed run was writing; its finished clips stay
     jobs, summary = [], {"splits": {}, "frames": 0, "faces_not_found": 0}

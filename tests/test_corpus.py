@@ -14,10 +14,12 @@ from opflowtalker.corpus.quality import warp_residuals
 from opflowtalker.corpus.sentences import Sentence, split_of
 from opflowtalker.corpus.speech import BILABIALS
 from opflowtalker.datasets import read_dataset
+from opflowtalker.params import from_params_yaml
 from opflowtalker.video import probe, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = CorpusParams(n_sentences=24, size=96, faces=str(ROOT / "data" / "external" / "faces"), workers=2)
+PARAMS = from_params_yaml(CorpusParams, "corpus", n_sentences=24, size=96, faces=str(ROOT / "data" / "external" / "faces"),
+                          workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +108,11 @@ def test_lips_close_on_p_b_m(corpus):
 
 @pytest.mark.parametrize("identity", ["hopper", "goatee", "woman", "glasses"])
 def test_stored_flow_explains_the_frames_of_real_sentences(identity):
-    """At the default size and on synthesised sentences: outside the validity mask, warping frame
+    """At the study's size and on synthesised sentences: outside the validity mask, warping frame
     t+1 back with the flow leaves at most a quarter of the unwarped residual on pixels moving
     0.25 px or more (on barely moving pixels uint8 rounding sets the floor; see warp_residuals).
     Measured on the rendered frames: the stored H.264 adds its own small noise on top."""
-    params = dataclasses.replace(PARAMS, size=CorpusParams().size)
+    params = dataclasses.replace(PARAMS, size=from_params_yaml(CorpusParams, "corpus").size)
     spec = next(s for s in plan_corpus(dataclasses.replace(params, n_sentences=60)) if s.identity == identity)
     video = speak_and_render(spec, params).video
     ratio_moving, ratio_valid, _ = warp_residuals(video.frames, video.flow, video.valid)
@@ -134,7 +136,7 @@ def test_plan_uses_the_parameters_and_rejects_an_unknown_test_identity():
     assert len(specs) == PARAMS.n_sentences
     assert all(s.voice in PARAMS.identities[s.identity] for s in specs)
     with pytest.raises(ValueError, match="test identity"):
-        plan_corpus(CorpusParams(test_identity="nobody"))
+        plan_corpus(from_params_yaml(CorpusParams, "corpus", test_identity="nobody"))
 
 
 def test_any_folder_of_portraits_makes_a_corpus(tmp_path):
@@ -145,8 +147,8 @@ def test_any_folder_of_portraits_makes_a_corpus(tmp_path):
     faces.mkdir()
     Image.open(ROOT / "data" / "external" / "faces" / "woman.png").save(faces / "ada.jpg")
     Image.open(ROOT / "data" / "external" / "faces" / "goatee.png").save(faces / "bob.png")
-    params = CorpusParams(n_sentences=40, size=96, faces=str(faces), workers=1,
-                          identities={"ada": ["espeak-us-female"], "bob": ["espeak-us-male"]}, test_identity="bob")
+    params = from_params_yaml(CorpusParams, "corpus", n_sentences=40, size=96, faces=str(faces), workers=1,
+                              identities={"ada": ["espeak-us-female"], "bob": ["espeak-us-male"]}, test_identity="bob")
     spec = next(s for s in plan_corpus(params) if s.identity == "ada")
     video = speak_and_render(spec, params).video
     assert video.frames.shape[1:] == (96, 96, 3)

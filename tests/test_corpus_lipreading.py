@@ -17,23 +17,30 @@ from opflowtalker.corpus.sentences import Sentence, split_of
 from opflowtalker.datasets import Clip
 from opflowtalker.models.lipreader import LipReaderConfig, lip_inputs
 from opflowtalker.models.mouths import mouth_crops
+from opflowtalker.params import from_params_yaml
 from opflowtalker.preprocess import PreprocessParams, preprocess_clip
-from opflowtalker.training.lipreader import LipReaderTrainParams, train_lipreader
+from opflowtalker.training.lipreader import train_lipreader
 
-from test_lipreader import TINY, write_tiny_dataset
+from test_lipreader import tiny_train_params, write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = CorpusParams(n_sentences=24, size=96, faces=str(ROOT / "data" / "external" / "faces"), workers=1)
+CORPUS = from_params_yaml(CorpusParams, "corpus", n_sentences=24, size=96, faces=str(ROOT / "data" / "external" / "faces"),
+                          workers=1)
 CROP = CropSettings(face_size=96, crop_height=32, crop_width=48)
 
 
+def lipreading_params(**overrides) -> LipReadingCorpusParams:
+    """params.yaml's ``lipreading_corpus`` without its further faces (the corpus's training faces only)."""
+    return from_params_yaml(LipReadingCorpusParams, "lipreading_corpus", **{"identities": {}, **overrides})
+
+
 EXTERNAL = ROOT / "data" / "external"
-EXTRA = LipReadingCorpusParams(n_sentences=200, seed=3, faces=str(EXTERNAL / "lipreading_faces"),
-                               identities={"astronaut": ["espeak-us-female"], "smiler": ["piper-joe", "espeak-rp-male"]})
+EXTRA = lipreading_params(n_sentences=200, seed=3, faces=str(EXTERNAL / "lipreading_faces"),
+                          identities={"astronaut": ["espeak-us-female"], "smiler": ["piper-joe", "espeak-rp-male"]})
 
 
 def test_plan_says_unseen_training_sentences_with_training_identities_only():
-    specs = plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=200, seed=3))
+    specs = plan_lipreading(CORPUS, lipreading_params(n_sentences=200, seed=3))
     corpus_sentences = {spec.sentence for spec in plan_corpus(CORPUS)}
     texts = [spec.sentence for spec in specs]
     assert 100 < len(specs) < 200  # a tenth each of val and test sentences is dropped
@@ -41,8 +48,8 @@ def test_plan_says_unseen_training_sentences_with_training_identities_only():
     assert all(split_of(Sentence.from_text(t)) == "train" for t in texts)
     assert {spec.identity for spec in specs} == set(CORPUS.identities) - {CORPUS.test_identity}
     assert all(spec.voice in CORPUS.identities[spec.identity] for spec in specs)
-    assert plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=200, seed=3)) == specs
-    assert plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=0)) == []
+    assert plan_lipreading(CORPUS, lipreading_params(n_sentences=200, seed=3)) == specs
+    assert plan_lipreading(CORPUS, lipreading_params(n_sentences=0)) == []
 
 
 def test_further_faces_join_the_training_identities_but_the_held_out_face_cannot():
@@ -52,7 +59,7 @@ def test_further_faces_join_the_training_identities_but_the_held_out_face_cannot
     with pytest.raises(LipReadingCorpusError, match="held-out identity"):
         plan_lipreading(CORPUS, dataclasses.replace(EXTRA, identities={CORPUS.test_identity: ["espeak-gb-female"]}))
     with pytest.raises(LipReadingCorpusError, match="at least one voice"):
-        LipReadingCorpusParams(identities={"smiler": []})
+        dataclasses.replace(EXTRA, identities={"smiler": []})
 
 
 @pytest.mark.parametrize("identity", [p.identity for p in LIPREADING_PORTRAITS])
@@ -75,10 +82,11 @@ def test_crops_are_those_the_corpus_and_preprocessing_give_the_same_clip(tmp_pat
     spec = plan_corpus(CORPUS)[0]
     render_corpus_clip(spec, CORPUS, tmp_path / spec.identity)
     clip = Clip(spec.identity, spec.name, tmp_path / spec.identity / f"{spec.name}.mp4", spec.sentence, "train")
-    prepared = preprocess_clip(clip, PreprocessParams(size=CROP.face_size, pads=CROP.pads, smooth=CROP.smooth))
+    prepared = preprocess_clip(clip, from_params_yaml(PreprocessParams, "preprocess", size=CROP.face_size, pads=CROP.pads,
+                                                      smooth=CROP.smooth))
     expected = mouth_crops(prepared["faces"], prepared["landmarks"], size=(32, 48), width_scale=CROP.crop_scale,
                            sigma=CROP.crop_sigma)
-    crops, shapes = lipreading_crops(spec, CORPUS, CROP)
+    crops, shapes = lipreading_crops(spec, CORPUS, CROP, lipreading_params())
     assert crops.dtype == np.uint8 and crops.shape == expected.shape
     assert np.abs(crops / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
     # The shapes are those a landmark reader measures on the prepared clip (same detector, faces
@@ -90,8 +98,8 @@ def test_crops_are_those_the_corpus_and_preprocessing_give_the_same_clip(tmp_pat
 
 def test_built_corpus_reads_back_and_refuses_crops_made_otherwise(tmp_path):
     out = tmp_path / "lipreading.npz"
-    summary = build_lipreading_corpus(out, CORPUS, LipReadingCorpusParams(n_sentences=4, seed=5, workers=1), CROP)
-    specs = plan_lipreading(CORPUS, LipReadingCorpusParams(n_sentences=4, seed=5))
+    summary = build_lipreading_corpus(out, CORPUS, lipreading_params(n_sentences=4, seed=5, workers=1), CROP)
+    specs = plan_lipreading(CORPUS, lipreading_params(n_sentences=4, seed=5))
     assert summary["clips"] == len(specs) > 0
     keys, crops, transcripts = read_lipreading_corpus(out, CROP.mouth())
     assert keys == [s.key for s in specs] and transcripts == [s.sentence.upper() for s in specs]
@@ -103,14 +111,13 @@ def test_built_corpus_reads_back_and_refuses_crops_made_otherwise(tmp_path):
         read_lipreading_corpus(out, {**CROP.mouth(), "crop_height": 16})
     with pytest.raises(LipReadingCorpusError, match="not found"):
         read_lipreading_corpus(tmp_path / "missing.npz", CROP.mouth())
-    build_lipreading_corpus(empty := tmp_path / "empty.npz", CORPUS, LipReadingCorpusParams(n_sentences=0), CROP)
+    build_lipreading_corpus(empty := tmp_path / "empty.npz", CORPUS, lipreading_params(n_sentences=0), CROP)
     assert read_lipreading_corpus(empty, CROP.mouth()) == ([], [], [])
 
 
 def test_the_lip_reader_trains_on_the_corpus_and_the_extra_clips(tmp_path):
     prepared, corpus = write_tiny_dataset(tmp_path)
-    params = LipReaderTrainParams(steps=2, batch_size=2, **{k: v for k, v in TINY.items() if k != "feature_dim"},
-                                  checkpoint_every=2, log_every=1, eval_every=2)
+    params = tiny_train_params(steps=2, batch_size=2)
     config = params.model_config()
     mouth = {"crop_height": config.crop_height, "crop_width": config.crop_width, "crop_scale": config.crop_scale,
              "crop_sigma": config.crop_sigma}

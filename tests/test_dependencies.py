@@ -127,54 +127,6 @@ def test_a_module_a_command_imports_outside_its_trace_is_found():
         "opflowtalker.models.opflowtalker"]
 
 
-# Each params.yaml group a stage builds a dataclass from, and the dataclass.
-def _groups_and_classes():
-    from opflowtalker.corpus.build import CorpusParams
-    from opflowtalker.corpus.lipreading import LipReadingCorpusParams
-    from opflowtalker.evaluate import EvalParams
-    from opflowtalker.flow.train import FlowTrainParams
-    from opflowtalker.preprocess import PreprocessParams
-    from opflowtalker.training.lipreader import LipReaderTrainParams
-    from opflowtalker.training.sync_judge import SyncJudgeTrainParams
-    from opflowtalker.training.syncnet import SyncNetTrainParams
-
-    return {"corpus": CorpusParams, "lipreading_corpus": LipReadingCorpusParams, "preprocess": PreprocessParams,
-            "train_flow": FlowTrainParams, "train_syncnet": SyncNetTrainParams,
-            "train_sync_judge": SyncJudgeTrainParams, "train_lipreader": LipReaderTrainParams, "evaluate": EvalParams}
-
-
-@pytest.mark.parametrize("profile", ["embedded", "smoke", "paper"])
-@pytest.mark.parametrize("hd", [False, True])
-def test_params_yaml_gives_every_field_of_every_stage_under_every_profile(profile, hd, tmp_path):
-    from opflowtalker.params import from_mapping, load_params
-    from opflowtalker.training.generator import all_variants, variant_params, warm_up_params
-
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = profile
-    (path := tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    params = load_params(path, hd=hd)
-    for group, cls in _groups_and_classes().items():
-        values = {k: v for k, v in params[group].items() if not (group == "preprocess" and k in ("workers", "splits"))}
-        from_mapping(cls, values, group)  # raises on a key missing or unknown
-    for variant in all_variants(params["generators"]):
-        variant_params(params["generators"], variant)
-    for variant in params["generators"]["warm_up"]["variants"]:
-        warm_up_params(params["generators"], variant)
-
-
-def test_a_group_that_leaves_out_a_field_is_refused_rather_than_defaulted():
-    from opflowtalker.params import from_mapping
-    from opflowtalker.training.syncnet import SyncNetTrainParams
-
-    group = yaml.safe_load((ROOT / "params.yaml").read_text())["train_syncnet"]
-    assert from_mapping(SyncNetTrainParams, group).steps == group["steps"]
-    del group["lr"]
-    with pytest.raises(ParamsError, match="train_syncnet lacks parameter.s. lr"):
-        from_mapping(SyncNetTrainParams, group, "train_syncnet")
-    with pytest.raises(ParamsError, match="unknown parameter"):
-        from_mapping(SyncNetTrainParams, {**group, "lr": 1e-3, "speed": 2}, "train_syncnet")
-
-
 def _chapters() -> dict[str, tuple[dict, str]]:
     """Each stage that runs a notebook, with the notebook's name."""
     found = {}

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     from opflowtalker.corpus.build import CorpusParams, build_corpus
+    from opflowtalker.params import from_params_yaml
     from opflowtalker.preprocess import PreprocessParams, preprocess_dataset
 
     root = tmp_path_factory.mktemp("explore")
-    build_corpus(root / "corpus", CorpusParams(n_sentences=24, size=96, workers=2,
-                                               faces=str(ROOT / "data" / "external" / "faces")))
-    preprocess_dataset("corpus", root / "corpus", root / "prepared", splits=("test",), params=PreprocessParams(size=96))
+    build_corpus(root / "corpus", from_params_yaml(CorpusParams, "corpus", n_sentences=24, size=96, workers=2,
+                                                   faces=str(ROOT / "data" / "external" / "faces")))
+    preprocess_dataset("corpus", root / "corpus", root / "prepared", splits=("test",),
+                       params=from_params_yaml(PreprocessParams, "preprocess", size=96, workers=1))
     torch.manual_seed(0)
     models = root / "generators"
     save_safetensors(OpFlowTalker(OpFlowTalkerConfig(width=0.0625)), models / "full.safetensors")

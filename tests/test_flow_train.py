@@ -8,6 +8,7 @@ import torch
 
 from opflowtalker.flow.checkpoints import load_trained_network
 from opflowtalker.flow.train import FlowTrainParams, evaluate_estimators, load_pairs, train_flow_network
+from opflowtalker.params import from_params_yaml
 from opflowtalker.preprocess import PreprocessParams, preprocess_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,10 +19,10 @@ def prepared(tmp_path_factory):
     from opflowtalker.corpus.build import CorpusParams, build_corpus
 
     root = tmp_path_factory.mktemp("flowdata")
-    build_corpus(root / "corpus", CorpusParams(n_sentences=40, size=96, workers=2,
-                                               faces=str(ROOT / "data" / "external" / "faces")))
+    build_corpus(root / "corpus", from_params_yaml(CorpusParams, "corpus", n_sentences=40, size=96, workers=2,
+                                                   faces=str(ROOT / "data" / "external" / "faces")))
     preprocess_dataset("corpus", root / "corpus", root / "prepared", splits=("train", "test"),
-                       params=PreprocessParams(size=96))
+                       params=from_params_yaml(PreprocessParams, "preprocess", size=96, workers=1))
     return root / "prepared"
 
 
@@ -33,8 +34,8 @@ def test_pairs_are_consecutive_crops_with_exact_flow(prepared):
 
 
 def test_a_flow_network_trains_and_is_scored_with_the_classical_baselines(prepared, tmp_path):
-    params = FlowTrainParams(steps={"flownet": 40, "raft_small": 3}, batch_size=2, train_pairs=40, eval_pairs=16,
-                             pairs_per_clip=4, iters=2, eval_iters=2)
+    params = from_params_yaml(FlowTrainParams, "train_flow", steps={"flownet": 40, "raft_small": 3}, batch_size=2,
+                              train_pairs=40, eval_pairs=16, pairs_per_clip=4, iters=2, eval_iters=2)
     log = train_flow_network("flownet", prepared, tmp_path / "flownet.safetensors", params, tmp_path / "runs" / "flownet")
     loss = log["history"]["loss"]
     assert len(loss) == 40 and np.mean(loss[-10:]) < np.mean(loss[:10])
@@ -57,8 +58,8 @@ def test_a_killed_flow_run_resumes_to_the_weights_of_one_that_never_stopped(prep
     from opflowtalker.flow import train as flow_train
     from opflowtalker.models.checkpoints import load_safetensors
 
-    params = FlowTrainParams(steps={"raft_small": 6}, batch_size=2, train_pairs=12, pairs_per_clip=4, iters=1,
-                             checkpoint_every=4, warmup=0.2)
+    params = from_params_yaml(FlowTrainParams, "train_flow", steps={"raft_small": 6}, batch_size=2, train_pairs=12,
+                              pairs_per_clip=4, iters=1, checkpoint_every=4, warmup=0.2)
     whole = train_flow_network("raft_small", prepared, tmp_path / "whole.safetensors", params, tmp_path / "whole")
     assert whole["resumed_from"] == 0 and whole["history"]["step"] == [1, 2, 3, 4, 5, 6]
     loss, calls = flow_train._loss, []

@@ -15,9 +15,9 @@ from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from opflowtalker.models.syncnet import SyncNet, lower_half_window
 from opflowtalker.models.wav2lip import Wav2Lip
 from opflowtalker.training.data import generator_batch
-from opflowtalker.training.generator import GeneratorLoss, GeneratorTrainParams
+from opflowtalker.training.generator import GeneratorLoss
 
-from test_study import _clip
+from test_study import _clip, _params
 
 torch.set_num_threads(1)
 
@@ -99,8 +99,7 @@ def _calibrated_expert(batch) -> SyncNet:
 @pytest.mark.parametrize("model", ["opflowtalker", "wav2lip"])
 def test_the_sync_term_of_eq8_starts_late_and_trains_the_generator(model):
     batch = generator_batch([_clip(), _clip(seed=1)], np.random.default_rng(0), 2, 5)
-    params = GeneratorTrainParams(width=0.0625, steps=1, batch_size=2, model=model, l1_weight=0.0, ofs_weight=0.0,
-                                  sync_weight=0.5, sync_start_step=3)
+    params = _params(model=model, l1_weight=0.0, ofs_weight=0.0, sync_weight=0.5, sync_start_step=3)
     torch.manual_seed(0)
     expert = _calibrated_expert(batch)
     generator = {"opflowtalker": lambda: OpFlowTalker(OpFlowTalkerConfig(width=0.0625)),

@@ -15,6 +15,7 @@ from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.ctc import grammar_decode
 from opflowtalker.models.lipreader import LipReader, LipReaderConfig
 from opflowtalker.models.sync_judge import SyncJudge, SyncJudgeConfig, load_sync_judge
+from opflowtalker.params import from_params_yaml
 from opflowtalker.renditions import CONTROLS, control_renditions
 from opflowtalker.report import strips_of_clip
 from opflowtalker.training.data import PreparedClip
@@ -175,7 +176,8 @@ def test_control_rows_come_from_the_same_scoring_as_the_generator_rows(tmp_path,
         c.key: Source(tmp_path / f"{i}.mp4", s, "voice") for i, (c, s) in enumerate(zip(clips, scripts))})
     import opflowtalker.metrics.speech as speech
     monkeypatch.setattr(speech, "transcribe", lambda video, grammar=None: scripts[int(video.stem)].lower())
-    params = EvalParams(landmark_frame_step=5, fd_frame_step=10, strip_frames=2, strip_clips=2, shift=5, threads=1)
+    params = from_params_yaml(EvalParams, "evaluate", landmark_frame_step=5, fd_frame_step=10, strip_frames=2, strip_clips=2,
+                              shift=5, threads=1)
     rows = evaluate_reference(prepared, {"kind": "corpus"}, judge_path, reader_path, tmp_path / "ref.npz", params)
     assert set(rows) == set(CONTROLS)
 

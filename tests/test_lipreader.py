@@ -13,6 +13,7 @@ from opflowtalker.models.ctc import greedy_decode
 from opflowtalker.models.lipreader import (CHARACTERS, GRID_WORDS, LipReader, LipReaderConfig, LipReaderError,
                                            lip_inputs, load_lipreader, read_lips)
 from opflowtalker.models.mouths import mirror_shapes, mouth_crops, mouth_shapes
+from opflowtalker.params import from_params_yaml
 from opflowtalker.training.lipreader import (LipReaderTrainParams, LipReadingClips, chance_level,
                                              evaluate_lipreader, lipreader_loss, load_lipreading_clips,
                                              sample_lipreader_batch, train_lipreader)
@@ -20,6 +21,15 @@ from opflowtalker.training.lipreader import (LipReaderTrainParams, LipReadingCli
 TINY = dict(crop_height=16, crop_width=24, front_channels=4, channels=(8,), feature_dim=16, hidden=8, layers=1,
             dropout=0.0)
 WORDS = ("BIN", "BLUE", "RED", "NOW")
+
+
+def tiny_train_params(**kw) -> LipReaderTrainParams:
+    """params.yaml's ``train_lipreader`` for a tiny reader trained a few steps: TINY's sizes, pixels
+    in, no augmentation beyond flips and shifts, a constant rate, an evaluation every 2 steps."""
+    values = {k: v for k, v in TINY.items() if k != "feature_dim"}
+    return from_params_yaml(LipReaderTrainParams, "train_lipreader", **{
+        **values, "lr": 3e-3, "inputs": "pixels", "motion": False, "scale": 0.0, "speed": 0.0, "stretch": 0.0,
+        "rotate": 0.0, "jitter": 0.0, "decay_steps": 0, "checkpoint_every": 2, "log_every": 1, "eval_every": 2, **kw})
 
 
 def tiny_config(**kw) -> LipReaderConfig:
@@ -297,8 +307,7 @@ def write_tiny_dataset(root: Path) -> tuple[Path, Path]:
 
 def test_training_stage_writes_a_checkpoint_that_reads_test_clips(tmp_path):
     prepared, corpus = write_tiny_dataset(tmp_path)
-    params = LipReaderTrainParams(steps=3, batch_size=2, **{k: v for k, v in TINY.items() if k != "feature_dim"},
-                                  checkpoint_every=2, log_every=1, eval_every=2)
+    params = tiny_train_params(steps=3, batch_size=2)
     out = tmp_path / "lipreader.safetensors"
     log = train_lipreader(prepared, corpus, out, params, run_dir=tmp_path / "run")
     assert out.is_file() and out.with_suffix(".json").is_file()
@@ -380,9 +389,7 @@ def test_shape_batches_are_augmented_in_geometry_only():
 
 def test_a_shape_reader_trains_and_reads_what_the_detector_finds_on_the_frames(tmp_path):
     prepared, corpus = write_tiny_dataset(tmp_path)
-    params = LipReaderTrainParams(steps=2, batch_size=2, inputs="landmarks", motion=True, jitter=0.01,
-                                  **{k: v for k, v in TINY.items() if k != "feature_dim"},
-                                  checkpoint_every=2, log_every=1, eval_every=2)
+    params = tiny_train_params(steps=2, batch_size=2, inputs="landmarks", motion=True, jitter=0.01)
     out = tmp_path / "lipreader.safetensors"
     train_lipreader(prepared, corpus, out, params, run_dir=tmp_path / "run")
     model = load_lipreader(out)

@@ -14,7 +14,9 @@ from opflowtalker.landmarks import LandmarkDetector
 from opflowtalker.metrics import fid, inception, lpips
 from opflowtalker.metrics.image import PSNR_CAP, MetricError, MetricUnavailable, psnr, ssim, ssim_per_image
 from opflowtalker.models.checkpoints import CheckpointError
-from opflowtalker.preprocess import crop_frame, face_boxes
+from opflowtalker.crops import crop_frame, face_boxes
+from opflowtalker.params import from_params_yaml
+from opflowtalker.preprocess import PreprocessParams
 
 EXTERNAL = Path(__file__).resolve().parents[1] / "data" / "external"
 RNG = np.random.default_rng(0)
@@ -333,10 +335,11 @@ def test_inception_fid_of_two_images_a_side_is_the_closed_form_on_pool3_features
 def face_crops() -> dict[str, np.ndarray]:
     """Four 96x96 Wav2Lip-style crops per real person, each from a box shifted or scaled a little."""
     detector = LandmarkDetector("dlib")
+    prep = from_params_yaml(PreprocessParams, "preprocess")  # the study's pads
     crops = {}
     for identity in ("hopper", "goatee", "woman", "glasses"):
         image = cv2.cvtColor(cv2.imread(str(assets.portrait_path(identity, EXTERNAL))), cv2.COLOR_BGR2RGB)
-        box = face_boxes(detector.landmarks(image)[None], image.shape)[0].astype(np.float64)
+        box = face_boxes(detector.landmarks(image)[None], image.shape, prep.pads, prep.smooth)[0].astype(np.float64)
         side = box[2] - box[0]
         moves = [(0, 0, 1.0), (0.02, -0.02, 1.0), (-0.02, 0.01, 1.04), (0.01, 0.02, 0.97)]
         crops[identity] = np.stack([

@@ -5,6 +5,7 @@ the stage carries into crop space. A copy of one of its videos without the store
 for a real LRS2 clip, for which the stage estimates flow with DIS.
 """
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -16,16 +17,10 @@ import pytest
 
 from opflowtalker import datasets, params as params_module
 from opflowtalker.corpus.build import CorpusParams, build_corpus
+from opflowtalker.crops import face_boxes, smooth_boxes
 from opflowtalker.landmarks import mouth_mask
-from opflowtalker.preprocess import (
-    PreprocessError,
-    PreprocessParams,
-    dis_flow,
-    face_boxes,
-    preprocess_clip,
-    preprocess_dataset,
-    smooth_boxes,
-)
+from opflowtalker.params import from_params_yaml
+from opflowtalker.preprocess import PreprocessError, PreprocessParams, dis_flow, preprocess_clip, preprocess_dataset
 from opflowtalker.video import probe, write_video
 
 from conftest import study_params
@@ -35,13 +30,14 @@ SPLITS = ("train", "test")
 MOVING = 0.25  # px per frame: slower pixels differ by less than the rounding and resampling floor
 JAW_AND_NOSE = list(range(0, 17)) + list(range(27, 36))
 KEYS = {"faces", "boxes", "landmarks", "face_found", "mel", "flow", "valid", "fps", "flow_source"}
+PREP = from_params_yaml(PreprocessParams, "preprocess", workers=1)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus") / "corpus"
-    build_corpus(root, CorpusParams(
-        n_sentences=10, size=128, faces=str(FACES), workers=2,
+    build_corpus(root, from_params_yaml(
+        CorpusParams, "corpus", n_sentences=10, size=128, faces=str(FACES), workers=2,
         identities={"hopper": ["espeak-us-female"], "glasses": ["espeak-us-male"]}, test_identity="glasses",
     ))
     return root
@@ -50,7 +46,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def processed(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared")
-    summary = preprocess_dataset("corpus", corpus, out, splits=SPLITS)
+    summary = preprocess_dataset("corpus", corpus, out, PREP, splits=SPLITS)
     return out, summary
 
 
@@ -74,7 +70,7 @@ def lrs2_like(corpus, tmp_path_factory):
     shutil.copy(clip.video, root / "main" / clip.speaker / f"{clip.name}.mp4")
     (root / "test.txt").write_text(f"{clip.key} NF\n")
     out = root / "prepared"
-    summary = preprocess_dataset("lrs2", root, out, splits=("test",))
+    summary = preprocess_dataset("lrs2", root, out, PREP, splits=("test",))
     with np.load(out / f"{clip.key}.npz") as data:
         return clip.key, {k: data[k] for k in data.files}, summary
 
@@ -192,7 +188,7 @@ def test_dis_on_corpus_crops_agrees_with_the_exact_flow(prepared):
 
 def test_a_rerun_skips_finished_clips_and_redoes_changed_videos(corpus, processed, prepared):
     out, first = processed
-    again = preprocess_dataset("corpus", corpus, out, splits=SPLITS)
+    again = preprocess_dataset("corpus", corpus, out, PREP, splits=SPLITS)
     for split in SPLITS:
         n = first["splits"][split]["clips"]
         assert again["splits"][split] == {"clips": n, "written": 0, "skipped": n, "no_face": 0}
@@ -201,7 +197,7 @@ def test_a_rerun_skips_finished_clips_and_redoes_changed_videos(corpus, processe
     clip = datasets.read_dataset("corpus", corpus, "test")[0]
     later = (out / f"{clip.key}.npz").stat().st_mtime + 10
     os.utime(clip.video, (later, later))
-    redone = preprocess_dataset("corpus", corpus, out, splits=("test",))
+    redone = preprocess_dataset("corpus", corpus, out, PREP, splits=("test",))
     assert redone["splits"]["test"]["written"] == 1
 
 
@@ -212,7 +208,7 @@ def test_a_video_without_a_face_is_left_out_with_a_warning(tmp_path, caplog):
     write_video(root / "main" / "x" / "blank.mp4", frames, 25, audio=(0.1 * rng.standard_normal(6400), 16000))
     (root / "val.txt").write_text("x/blank\n")
     with caplog.at_level(logging.WARNING, logger="opflowtalker.preprocess"):
-        summary = preprocess_dataset("lrs2", root, tmp_path / "out", splits=("val",))
+        summary = preprocess_dataset("lrs2", root, tmp_path / "out", PREP, splits=("val",))
     assert summary["splits"]["val"] == {"clips": 0, "written": 0, "skipped": 0, "no_face": 1}
     assert (tmp_path / "out" / "val.txt").read_text() == ""
     assert any("x/blank" in r.getMessage() and "no face" in r.getMessage() for r in caplog.records)
@@ -230,14 +226,14 @@ def test_pads_scale_with_the_face():
     lm = np.zeros((1, 68, 2))
     lm[0, :, 0] = np.linspace(100, 292, 68)  # a face 192 px wide, twice the reference
     lm[0, :, 1] = np.linspace(100, 292, 68)
-    (x0, y0, x1, y1), = face_boxes(lm, (1000, 1000), PreprocessParams(pads=(0, 10, 0, 0), smooth=1))
+    (x0, y0, x1, y1), = face_boxes(lm, (1000, 1000), (0, 10, 0, 0), 1)
     assert x1 - x0 == pytest.approx(212) and y1 - y0 == pytest.approx(212)
     assert y1 == pytest.approx(292 + 20)  # 10 px at 96 px face width is 20 px here
     assert (x0 + x1) / 2 == pytest.approx(196)
 
 
 def test_params_come_from_a_params_yaml_group():
-    group = {k: v for k, v in study_params()["preprocess"].items() if k != "workers"}
+    group = dict(study_params()["preprocess"])
     p = params_module.from_mapping(PreprocessParams, {**group, "size": 256, "pads": [0, 12, 0, 0]})
     assert p.size == 256 and p.pads == (0, 12, 0, 0) and p.smooth == group["smooth"]
     del group["smooth"]
@@ -247,18 +243,18 @@ def test_params_come_from_a_params_yaml_group():
 
 @pytest.mark.parametrize("bad", [
     {"pads": (0, 10, 0)}, {"pads": (0, -1, 0, 0)}, {"size": 8}, {"smooth": 0},
-    {"flow_estimator": "raft"}, {"landmark_backend": "opencv"}, {"fps": 0},
+    {"flow_estimator": "raft"}, {"landmark_backend": "opencv"}, {"fps": 0}, {"workers": 0},
 ])
 def test_bad_parameters_are_refused_in_one_sentence(bad):
     with pytest.raises(PreprocessError) as err:
-        PreprocessParams(**bad)
+        dataclasses.replace(PREP, **bad)
     assert isinstance(err.value, ValueError) and err.value.args[0].count(". ") == 0
 
 
 def test_bad_inputs_are_refused_in_one_sentence(corpus, tmp_path):
     clip = datasets.read_dataset("corpus", corpus, "test")[0]
     with pytest.raises(PreprocessError, match="not found"):
-        preprocess_clip(datasets.Clip("x", "gone", tmp_path / "gone.mp4", None, "test"))
+        preprocess_clip(datasets.Clip("x", "gone", tmp_path / "gone.mp4", None, "test"), PREP)
 
     # Stored landmarks for fewer frames than the video has.
     broken = tmp_path / clip.speaker
@@ -267,21 +263,21 @@ def test_bad_inputs_are_refused_in_one_sentence(corpus, tmp_path):
     with np.load(clip.video.with_suffix(".npz")) as data:
         np.savez(broken / "c.npz", landmarks=data["landmarks"][:-3], flow=data["flow"][:-3], valid=data["valid"][:-3])
     with pytest.raises(PreprocessError, match="frames"):
-        preprocess_clip(datasets.Clip(clip.speaker, "c", broken / "c.mp4", None, "test"))
+        preprocess_clip(datasets.Clip(clip.speaker, "c", broken / "c.mp4", None, "test"), PREP)
 
     # Exact flow cannot be resampled to another frame rate.
     with pytest.raises(PreprocessError, match="fps"):
-        preprocess_clip(clip, PreprocessParams(fps=30))
+        preprocess_clip(clip, dataclasses.replace(PREP, fps=30))
     assert probe(clip.video).fps == 25
 
     with pytest.raises(ValueError, match="unknown dataset kind"):
-        preprocess_dataset("voxceleb", corpus, tmp_path / "out")
+        preprocess_dataset("voxceleb", corpus, tmp_path / "out", PREP)
     with pytest.raises(PreprocessError, match="workers"):
-        preprocess_dataset("corpus", corpus, tmp_path / "out", workers=0)
+        preprocess_dataset("corpus", corpus, tmp_path / "out", dataclasses.replace(PREP, workers=0))
 
 
 def test_two_workers_write_the_same_files_as_one(corpus, prepared, tmp_path):
-    summary = preprocess_dataset("corpus", corpus, tmp_path, splits=("train",), workers=2)
+    summary = preprocess_dataset("corpus", corpus, tmp_path, dataclasses.replace(PREP, workers=2), splits=("train",))
     assert summary["splits"]["train"]["written"] == summary["splits"]["train"]["clips"] > 1
     for key in (tmp_path / "train.txt").read_text().split():
         with np.load(tmp_path / f"{key}.npz") as data:

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from opflowtalker.corpus.lipreading import LipReadingCorpusParams, build_lipreading_corpus
+from opflowtalker.corpus.lipreading import build_lipreading_corpus
 from opflowtalker.flow.train import FlowPairs, _predict
 from opflowtalker.models.checkpoints import load_safetensors
 from opflowtalker.progress import PROGRESS_ENV, progress, progress_enabled
 from opflowtalker.training.loop import LoopParams, fit
 
-from test_corpus_lipreading import CORPUS, CROP
+from test_corpus_lipreading import CORPUS, CROP, lipreading_params
 from test_training_loop import _assert_same_tensors, _linear, _mse, _regression
 
 PARAMS = dict(batch_size=4, lr=1e-2, checkpoint_every=2, log_every=2, threads=1)
@@ -125,7 +125,7 @@ def test_flow_evaluation_shows_a_bar_per_estimator_and_the_same_predictions(caps
 
 
 def test_a_corpus_built_with_its_bar_on_counts_its_clips_and_is_the_same_file(tmp_path, capsys, monkeypatch):
-    params = LipReadingCorpusParams(n_sentences=4, seed=5, workers=1)
+    params = lipreading_params(n_sentences=4, seed=5, workers=1)
     monkeypatch.setenv(PROGRESS_ENV, "0")
     quiet = build_lipreading_corpus(tmp_path / "off.npz", CORPUS, params, CROP)
     assert capsys.readouterr().err == ""

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,25 +39,18 @@ from .viseme import viseme_tracks
 __all__ = ["CorpusParams", "ClipSpec", "SpokenClip", "plan_corpus", "speak_and_render", "build_corpus",
            "render_corpus_clip", "portrait_file"]
 
-# Voices whose sex matches the photo, so a face keeps a plausible voice across its clips.
-DEFAULT_VOICES = {
-    "hopper": ["espeak-us-female", "espeak-gb-female", "espeak-northern-female"],
-    "goatee": ["piper-joe", "espeak-us-male", "espeak-scottish-male"],
-    "woman": ["espeak-gb-female", "espeak-us-female", "espeak-northern-female"],
-    "glasses": ["piper-joe-brisk", "espeak-rp-male", "espeak-us-male"],
-}
-
-
 @dataclass(frozen=True)
 class CorpusParams:
-    n_sentences: int = 320
-    seed: int = 0
-    size: int = 128
-    identities: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_VOICES))
-    test_identity: str = "woman"
-    faces: str = "data/external/faces"
-    fps: float = 25.0
-    workers: int = 2
+    """params.yaml's ``corpus`` group; ``identities`` maps each face to the voices it may speak with."""
+
+    n_sentences: int
+    seed: int
+    size: int
+    identities: dict[str, list[str]]
+    test_identity: str
+    faces: str
+    fps: float
+    workers: int
 
     def __post_init__(self) -> None:
         require(self, above_zero=("n_sentences", "size", "fps", "workers"), at_least_zero=("seed",))
@@ -160,7 +153,7 @@ def _render_into(args):
     return render_corpus_clip(spec, params, Path(staging) / spec.identity)
 
 
-def build_corpus(root: str | Path, params: CorpusParams = CorpusParams()) -> dict:
+def build_corpus(root: str | Path, params: CorpusParams) -> dict:
     """Render the whole corpus into ``root`` (replacing it atomically); returns a summary."""
     root = Path(root)
     specs = plan_corpus(params)

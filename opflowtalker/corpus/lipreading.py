@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +52,15 @@ class LipReadingCorpusError(OpFlowTalkerError, ValueError):
 
 @dataclass(frozen=True)
 class LipReadingCorpusParams:
-    n_sentences: int = 0
+    """params.yaml's ``lipreading_corpus`` group."""
+
+    n_sentences: int
     """Sentences drawn before keeping training ones only; 0 builds an empty corpus."""
-    seed: int = 1
-    faces: str = "data/external/lipreading_faces"
-    identities: dict[str, list[str]] = field(default_factory=dict)
+    seed: int
+    faces: str
+    identities: dict[str, list[str]]
     """Faces beyond the corpus's training identities (portraits in ``faces``) -> the voices they may speak with."""
-    workers: int = 2
+    workers: int
 
     def __post_init__(self) -> None:
         if self.n_sentences < 0 or self.workers < 1:
@@ -121,12 +123,12 @@ def _rig(corpus: CorpusParams, params: LipReadingCorpusParams, identity: str):
 
 
 def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
-                     params: LipReadingCorpusParams = LipReadingCorpusParams()) -> tuple[np.ndarray, np.ndarray]:
+                     params: LipReadingCorpusParams) -> tuple[np.ndarray, np.ndarray]:
     """One clip's mouth crops (T, h, w) uint8 and mouth shapes (T, 20, 2) float32: rendered,
     through H.264, face-cropped, then mouth-cropped and measured as a lip reader does."""
     from ..models.lipreader import LipReaderConfig, lip_inputs
     from ..models.mouths import mouth_crops
-    from ..preprocess import PreprocessParams, crop_frame, crop_landmarks, face_boxes
+    from ..crops import crop_frame, crop_landmarks, face_boxes
 
     wav, phones = synthesize(Sentence.from_text(spec.sentence).spoken, get_voice(spec.voice), seed=spec.seed)
     n_frames = max(2, int(round(len(wav) / SAMPLE_RATE * corpus.fps)))
@@ -137,8 +139,7 @@ def lipreading_crops(spec: ClipSpec, corpus: CorpusParams, crop: CropSettings,
         frames = np.stack(list(iter_frames(path)))
     if len(frames) != len(clip.landmarks):
         raise LipReadingCorpusError(f"{spec.key}: {len(frames)} decoded frames for {len(clip.landmarks)} rendered")
-    prep = PreprocessParams(size=crop.face_size, pads=crop.pads, smooth=crop.smooth, fps=corpus.fps)
-    boxes = face_boxes(clip.landmarks, frames.shape[1:3], prep)
+    boxes = face_boxes(clip.landmarks, frames.shape[1:3], crop.pads, crop.smooth)
     faces = np.stack([crop_frame(f, b, crop.face_size) for f, b in zip(frames, boxes)])
     landmarks = crop_landmarks(clip.landmarks, boxes, crop.face_size)
     crops = mouth_crops(faces, landmarks, size=(crop.crop_height, crop.crop_width), width_scale=crop.crop_scale,

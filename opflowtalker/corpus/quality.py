@@ -118,12 +118,13 @@ def corpus_quality(root: str | Path, min_motion: float = MIN_MOTION) -> dict:
     many training clips (the first ones), :func:`identity_framing` for every identity over all its
     clips, and the renderer's settings the chapter names."""
     from ..datasets import read_dataset
+    from ..params import from_mapping
     from .build import ClipSpec, CorpusParams
     from .render import RenderConfig
 
     root = Path(root)
     built = json.loads((root / "corpus.json").read_text())["params"]
-    params = CorpusParams(**built)
+    params = from_mapping(CorpusParams, built, f"{root / 'corpus.json'}: params")
     splits = {split: [(clip, json.loads(clip.video.with_suffix(".json").read_text()))
                       for clip in read_dataset("corpus", root, split)] for split in ("train", "val", "test")}
     fields = [f.name for f in dataclasses.fields(ClipSpec)]

@@ -11,7 +11,7 @@ and over the mouth.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,30 +25,27 @@ from .epe import end_point_error, multiscale_epe_loss, sequence_loss
 
 __all__ = ["FlowTrainParams", "FlowPairs", "load_pairs", "train_flow_network", "evaluate_estimators"]
 
-def _default_steps() -> dict[str, int]:
-    # About the same minutes for each on two CPU cores (a GMA step costs ~30 FlowNet2-S steps).
-    return {"gma": 240, "raft": 240, "raft_small": 600, "flownet": 3000}
-
-
 @dataclass(frozen=True)
 class FlowTrainParams:
-    steps: dict[str, int] = field(default_factory=_default_steps)
-    batch_size: int = 4
-    lr: float = 4e-4
-    warmup: float = 0.05    # the share of each network's steps over which the rate rises to lr; it
+    """params.yaml's ``train_flow`` group; ``steps`` holds each network's own number of steps."""
+
+    steps: dict[str, int]
+    batch_size: int
+    lr: float
+    warmup: float  # the share of each network's steps over which the rate rises to lr; it
     # then falls along a half cosine to the end (the one loop's schedule, close to RAFT's one-cycle)
-    iters: int = 6          # refinement iterations while training (RAFT/GMA); 12 when scoring
-    eval_iters: int = 12
-    gamma: float = 0.8      # sequence-loss decay, as RAFT
-    clip: float = 1.0
-    train_pairs: int = 1200  # pairs drawn from the training split, held in memory
-    eval_pairs: int = 300    # pairs drawn from the test split
-    pairs_per_clip: int = 12
-    seed: int = 0
-    threads: int = 2
-    flownet_width: float = 0.25  # FlowNet2-S at full width (38.7M) does not train on a laptop CPU
-    checkpoint_every: int = 20  # steps between resume checkpoints (a GMA step takes seconds here)
-    log_every: int = 1
+    iters: int  # refinement iterations while training (RAFT/GMA); 12 when scoring
+    eval_iters: int
+    gamma: float  # sequence-loss decay, as RAFT
+    clip: float
+    train_pairs: int  # pairs drawn from the training split, held in memory
+    eval_pairs: int  # pairs drawn from the test split
+    pairs_per_clip: int
+    seed: int
+    threads: int
+    flownet_width: float  # FlowNet2-S at full width (38.7M) does not train on a laptop CPU
+    checkpoint_every: int  # steps between resume checkpoints (a GMA step takes seconds here)
+    log_every: int
 
     def __post_init__(self) -> None:
         require(self, above_zero=("batch_size", "lr", "iters", "eval_iters", "train_pairs", "eval_pairs",

@@ -73,51 +73,53 @@ _CADENCE = ("steps", "checkpoint_every", "log_every", "eval_windows", "threads")
 
 @dataclass(frozen=True)
 class GeneratorTrainParams:
-    model: str = "opflowtalker"  # "opflowtalker" or "wav2lip"
-    width: float = 0.25  # channel scale (1.0: the paper's sizes)
-    image_size: int = 96
-    window: int = 5
+    """One variant of params.yaml's ``generators`` group: its ``defaults`` with the variant's own values."""
+
+    model: str  # "opflowtalker" or "wav2lip"
+    width: float  # channel scale (1.0: the paper's sizes)
+    image_size: int
+    window: int
     # OpFlowTalker's modules (Table 3d): False removes one
-    audio_aug: bool = True
-    flow_predictor: bool = True
-    sequential_fusion: bool = True
+    audio_aug: bool
+    flow_predictor: bool
+    sequential_fusion: bool
     # our additions, beyond the paper (models/opflowtalker.py): True adds one
-    explicit_motion: bool = False
-    flow_skip: bool = False
-    append_reference: bool = False
-    residual_output: bool = False
+    explicit_motion: bool
+    flow_skip: bool
+    append_reference: bool
+    residual_output: bool
     # Eq. 8
-    l1_weight: float = 1.0
-    mouth_weight: float = 0.0  # an L1 term over the mouth alone (beyond Eq. 8; see the module's text)
-    sync_weight: float = 0.1
-    ofs_weight: float = 1.0
-    kl_weight: float = 0.0
-    sync_start_step: int = 0
+    l1_weight: float
+    mouth_weight: float  # an L1 term over the mouth alone (beyond Eq. 8; see the module's text)
+    sync_weight: float
+    ofs_weight: float
+    kl_weight: float
+    sync_start_step: int
     # Eq. 7
-    flow_network: str = "raft"  # a trained network of models/flow (Table 3a)
-    ofs_interval: int = 1  # Table 3b
-    ofs_area: str = "face+mouth"  # Table 3c
-    ofs_distance: str = "l2"  # Table 6
-    ofs_reduction: str = "mean"  # Table 7
-    mouth_start_step: int = 0
-    ofs_windows: int = 0  # windows of each batch the OFS loss scores (0: all; the batch is random,
+    flow_network: str  # a trained network of models/flow (Table 3a)
+    ofs_interval: int  # Table 3b
+    ofs_area: str  # Table 3c
+    ofs_distance: str  # Table 6
+    ofs_reduction: str  # Table 7
+    mouth_start_step: int
+    ofs_windows: int  # windows of each batch the OFS loss scores (0: all; the batch is random,
     # so its first n windows are a random sample and the loss stays an unbiased estimate of Eq. 7)
-    flow_size: int = 0  # side the frame pairs are resized to for the flow network (0: as they are;
+    flow_size: int  # side the frame pairs are resized to for the flow network (0: as they are;
     # RAFT and GMA resize anything under 128 px themselves)
-    flow_iters: int = 6
+    flow_iters: int
     # augmentation of the training windows (see generator_batch)
-    flip: float = 0.0
-    color_jitter: float = 0.0
+    flip: float
+    color_jitter: float
     # the loop
-    steps: int = 300
-    batch_size: int = 4
-    lr: float = 1e-4
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 10
-    eval_windows: int = 32
-    threads: int = 2
-    precision: str = "auto"
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    checkpoint_every: int
+    log_every: int
+    eval_windows: int
+    threads: int
+    precision: str
 
     def __post_init__(self):
         require(self, above_zero=("width", "image_size", "window", "ofs_interval", "flow_iters", "steps", "batch_size",

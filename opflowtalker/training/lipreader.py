@@ -49,36 +49,38 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LipReaderTrainParams:
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 3e-3
-    seed: int = 0
-    tokens: str = "words"         # "words" (the corpus's GRID vocabulary) or "characters"
-    inputs: str = "pixels"        # "pixels" (mouth crops) or "landmarks" (mouth shapes)
-    crop_height: int = 32
-    crop_width: int = 48
-    crop_scale: float = 1.1
-    crop_sigma: float | None = None  # None: one crop window per clip (a still video gives still crops)
-    grammar: bool = True          # read the corpus's GRID grammar (word tokens on the GRID vocabulary)
-    front_channels: int = 16
-    channels: tuple[int, ...] = (32, 64)
-    hidden: int = 128
-    layers: int = 1
-    dropout: float = 0.1
-    motion: bool = False          # read the frames' differences from the clip's mean frame
-    flip: float = 0.5             # probability of mirroring a clip left to right
-    shift: int = 2                # largest random translation of a clip, in crop pixels
-    scale: float = 0.0            # zoom a clip by a random factor in [1 - scale, 1 + scale] (mouth size)
-    speed: float = 0.0            # replay at a random rate in [1 - speed, 1 + speed] (off in the measured runs)
-    stretch: float = 0.0          # scale a clip's height apart from its width by up to +-stretch (lip shape)
-    rotate: float = 0.0           # turn a clip by up to +-rotate degrees (head tilt)
-    jitter: float = 0.0           # mouth shapes: Gaussian scatter of every point, in face units (detector noise)
-    clip: float = 5.0             # gradient-norm clipping (CTC's early gradients are spiky)
-    decay_steps: int = 0          # the last steps, over which the rate falls along a half cosine (0: constant)
-    checkpoint_every: int = 100
-    log_every: int = 10
-    eval_every: int = 100
-    threads: int = 2
+    """params.yaml's ``train_lipreader`` group."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    tokens: str  # "words" (the corpus's GRID vocabulary) or "characters"
+    inputs: str  # "pixels" (mouth crops) or "landmarks" (mouth shapes)
+    crop_height: int
+    crop_width: int
+    crop_scale: float
+    crop_sigma: float | None  # None: one crop window per clip (a still video gives still crops)
+    grammar: bool  # read the corpus's GRID grammar (word tokens on the GRID vocabulary)
+    front_channels: int
+    channels: tuple[int, ...]
+    hidden: int
+    layers: int
+    dropout: float
+    motion: bool  # read the frames' differences from the clip's mean frame
+    flip: float  # probability of mirroring a clip left to right
+    shift: int  # largest random translation of a clip, in crop pixels
+    scale: float  # zoom a clip by a random factor in [1 - scale, 1 + scale] (mouth size)
+    speed: float  # replay at a random rate in [1 - speed, 1 + speed] (speaking rate)
+    stretch: float  # scale a clip's height apart from its width by up to +-stretch (lip shape)
+    rotate: float  # turn a clip by up to +-rotate degrees (head tilt)
+    jitter: float  # mouth shapes: Gaussian scatter of every point, in face units (detector noise)
+    clip: float  # gradient-norm clipping (CTC's early gradients are spiky)
+    decay_steps: int  # the last steps, over which the rate falls along a half cosine (0: constant)
+    checkpoint_every: int
+    log_every: int
+    eval_every: int
+    threads: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -294,12 +296,11 @@ def with_extra_clips(train: LipReadingClips, extra: str | Path, config: LipReade
 
 
 def train_lipreader(prepared: str | Path, corpus_root: str | Path, out: str | Path,
-                    params: LipReaderTrainParams | None = None, run_dir: str | Path | None = None,
+                    params: LipReaderTrainParams, run_dir: str | Path | None = None,
                     kind: str = "corpus", extra: str | Path | None = None) -> dict:
     """Train a lip reader on the ``train`` split (joined by the clips of the lip-reading corpus
     ``extra``, when given), write it to ``out`` (safetensors) and its log and scores to ``out``
     with suffix ``.json``; return the log with ``val``, ``test`` and ``chance`` scores added."""
-    params = params or LipReaderTrainParams()
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else out.with_name(f"{out.stem}_run")
     config = params.model_config()

@@ -35,27 +35,29 @@ __all__ = ["SyncJudgeTrainParams", "JudgeClips", "judge_batch", "judge_loss", "j
 
 @dataclass(frozen=True)
 class SyncJudgeTrainParams:
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    max_offset: int = 8           # K: candidate audio offsets -K..K frames of the same clip
-    temperature: float = 0.1
-    crop_height: int = 32
-    crop_width: int = 48
-    crop_scale: float = 1.1
-    channels: tuple[int, ...] = (32, 64, 96)
-    embedding_dim: int = 128
-    windows_per_clip: int = 8     # windows drawn from each clip of a batch (its audio is encoded once)
-    flip: float = 0.5             # mirror a clip's windows left to right
-    shift: int = 2                # random translation of a window, crop pixels
-    eval_shift: int = 5           # frames the audio is delayed by in the shifted-audio check
-    eval_clips: int = 0           # validation clips scored (0: all)
-    seed: int = 0
-    checkpoint_every: int = 100
-    log_every: int = 20
-    eval_every: int = 500
-    threads: int = 2
-    precision: str = "auto"
+    """params.yaml's ``train_sync_judge`` group."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    max_offset: int  # K: candidate audio offsets -K..K frames of the same clip
+    temperature: float
+    crop_height: int
+    crop_width: int
+    crop_scale: float
+    channels: tuple[int, ...]
+    embedding_dim: int
+    windows_per_clip: int  # windows drawn from each clip of a batch (its audio is encoded once)
+    flip: float  # mirror a clip's windows left to right
+    shift: int  # random translation of a window, crop pixels
+    eval_shift: int  # frames the audio is delayed by in the shifted-audio check
+    eval_clips: int  # validation clips scored (0: all)
+    seed: int
+    checkpoint_every: int
+    log_every: int
+    eval_every: int
+    threads: int
+    precision: str
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))

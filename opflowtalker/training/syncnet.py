@@ -25,18 +25,20 @@ __all__ = ["SyncNetTrainParams", "train_syncnet", "syncnet_accuracy"]
 
 @dataclass(frozen=True)
 class SyncNetTrainParams:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-4
-    width: float = 1.0  # channel scale of the expert (1.0: Wav2Lip's SyncNet_color)
-    window: int = 5
-    min_shift: int = 2  # frames between an off-sync audio window and the video's
-    eval_pairs: int = 256
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 10
-    threads: int = 2
-    precision: str = "auto"
+    """params.yaml's ``train_syncnet`` group."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    width: float  # channel scale of the expert (1.0: Wav2Lip's SyncNet_color)
+    window: int
+    min_shift: int  # frames between an off-sync audio window and the video's
+    eval_pairs: int
+    seed: int
+    checkpoint_every: int
+    log_every: int
+    threads: int
+    precision: str
 
     def __post_init__(self) -> None:
         require(self, above_zero=("steps", "batch_size", "lr", "width", "window", "eval_pairs", "checkpoint_every",
