@@ -305,6 +305,8 @@ def _parser_generate(sub) -> None:
                    help="frame rate of the output for a photo")
     p.add_argument("--static", action="store_true", help="use the first frame only and detect the face once")
     p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames")
+    p.add_argument("--no_tracking", action="store_true",
+                   help="search the whole of every frame for the face (as Wav2Lip does) instead of following it")
     p.add_argument("--box", type=int, nargs=4, default=None, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="a fixed face box instead of detection")
     p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),

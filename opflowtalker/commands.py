@@ -376,7 +376,7 @@ def run_generate(args: argparse.Namespace) -> None:
     options = GenerateOptions(pads=tuple(args.pads), resize_factor=args.resize_factor, fps=args.fps,
                               static=args.static, nosmooth=args.nosmooth, box=box, crop=tuple(args.crop),
                               rotate=args.rotate, batch_size=args.batch_size, precision=args.precision,
-                              progress=not args.quiet)
+                              track=not args.no_tracking, progress=not args.quiet)
     summary = generate(args.face, args.audio, args.checkpoint, args.outfile, options)
     print(f"wrote {summary['outfile']}: {summary['frames']} frames at {summary['fps']:g} fps, face in "
           f"{summary['faces']} ({summary['passed_through']} passed through unchanged), "

@@ -66,6 +66,7 @@ class GenerateOptions:
     chunk_frames: int = 100  # frames read, generated and written at a time
     precision: str = "fp32"  # or "bf16" (autocast; on CPUs with bf16 support it is about twice as fast)
     smooth_window: int = 5
+    track: bool = True  # follow the face from frame to frame, searching the whole frame only when it is lost
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -124,7 +125,9 @@ class Generator:
         if precision not in ("fp32", "bf16"):
             raise GenerateError(f"precision must be fp32 or bf16, not {precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = fold_batchnorm(model.to(self.device).eval())
+        # Channels-last: the crops arrive as (H, W, 3) arrays, so the convolutions read them without a
+        # transpose, and oneDNN's kernels are faster in that layout on the CPU.
+        self.model = fold_batchnorm(model.to(self.device).eval()).to(memory_format=torch.channels_last)
         self.window = model.window
         self.size = model.image_size
         # Wav2Lip's published weights were trained on OpenCV's BGR frames; ours on RGB.
@@ -133,7 +136,11 @@ class Generator:
 
     @torch.no_grad()
     def __call__(self, crops: np.ndarray, mels: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """Generated crops (N, S, S, 3) uint8 for crops (N, S, S, 3) uint8 and mel windows (N, 80, 16)."""
+        """Generated crops (N, S, S, 3) uint8 for crops (N, S, S, 3) uint8 and mel windows (N, 80, 16).
+
+        When every crop is the same (a photo, or ``--static``) and the model can say what depends on
+        its faces alone (:meth:`OpFlowTalker.encode_faces`), that is computed for one window and
+        reused, so only the audio's part of the network runs per frame."""
         n, t = len(crops), self.window
         pad = (-n) % t
         if pad:  # the last window is filled with copies of the last frame
@@ -143,16 +150,27 @@ class Generator:
         windows = frames.reshape(-1, t, *frames.shape[1:])
         masked = windows.copy()
         masked[:, :, self.size // 2 :] = 0
+        still = hasattr(self.model, "encode_faces") and bool((crops == crops[:1]).all())
+        features = None
         out = []
         for i in range(0, len(windows), batch_size):
-            faces = np.concatenate([masked[i : i + batch_size], windows[i : i + batch_size]], axis=-1)
-            faces = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(0, 4, 1, 2, 3).float() / 255
+            faces = self._faces(masked[i : i + batch_size], windows[i : i + batch_size])
             audio = torch.from_numpy(mels.reshape(-1, t, 80, 16)[i : i + batch_size]).to(self.device).unsqueeze(2)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                generated = self.model.generate(audio, faces).frames
+                if not still:
+                    generated = self.model.generate(audio, faces).frames
+                else:
+                    if features is None:
+                        features = self.model.encode_faces(faces[:1])
+                    generated = self.model.generate(audio, faces, face_features=features.repeat(len(faces))).frames
             out.append((generated.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 4, 1).cpu().numpy())
         result = np.concatenate(out).reshape(-1, self.size, self.size, 3)[:n]
         return result[..., ::-1].copy() if self.bgr else result
+
+    def _faces(self, masked: np.ndarray, windows: np.ndarray) -> torch.Tensor:
+        """(B, 6, T, S, S) in [0, 1] from (B, T, S, S, 3) masked and reference crops, channels last in memory."""
+        faces = np.concatenate([masked, windows], axis=-1)
+        return torch.from_numpy(np.ascontiguousarray(faces)).to(self.device).permute(0, 4, 1, 2, 3).float() / 255
 
 
 def _prepare_frame(frame: np.ndarray, options: GenerateOptions) -> np.ndarray:
@@ -199,15 +217,36 @@ def _source_frames(face: Path, n_frames: int, options: GenerateOptions) -> Itera
 
 
 class _FaceTracker:
-    """Boxes for a stream of frames: detection, then the training crops' geometry, then a moving
-    average over ``window`` frames (centred: each box waits for the next frames before it is used)."""
+    """Boxes for a stream of frames: the face, then the training crops' geometry, then a moving
+    average over ``window`` frames (centred: each box waits for the next frames before it is used).
 
-    def __init__(self, options: GenerateOptions):
+    With ``track`` the face is searched in the whole frame once every ``research`` frames and
+    followed in between: dlib's landmark regressor is fitted in the detector's box of the last
+    search moved by as much as the landmarks have moved since, twice a frame (the box of the frame
+    before, then the box moved by this frame's first fit). A fit costs about a hundredth of a search of a 720p frame; the search
+    every second puts the box back where the detector sees the face. A frame whose fit no longer
+    looks like the searched face (correlation under ``min_likeness``: a cut, the face gone) or whose
+    landmarks spread more than ``max_resize`` wider or narrower than at the search (a fit gone
+    astray more often than a face coming closer) is searched whole at once.
+    ``benchmarks/generate.py`` measures both ways against the known motion of a moving face.
+    ``track=False`` searches every frame whole, as Wav2Lip does.
+    """
+
+    def __init__(self, options: GenerateOptions, track: bool = True, research: int = 25, min_likeness: float = 0.5,
+                 max_resize: float = 0.06):
         from .landmarks import LandmarkDetector
 
         self.options = options
         self.detector = LandmarkDetector("dlib")
         self.static_box: np.ndarray | None = None
+        self.track, self.research = track, research
+        self.searched: tuple[np.ndarray, np.ndarray] | None = None  # the last search's box and landmark centre
+        self.moved: np.ndarray | None = None  # that box moved with the face to the frame before
+        self.template: np.ndarray | None = None  # the face as the last search saw it (_thumbnail)
+        self.min_likeness, self.max_resize = min_likeness, max_resize
+        self.extent = 1.0  # the landmarks' size at the last search
+        self.since_search = 0
+        self.searches = 0  # frames searched whole
 
     def box(self, frame: np.ndarray) -> np.ndarray | None:
         o = self.options
@@ -216,17 +255,65 @@ class _FaceTracker:
             return np.array([left, top, right, bottom], np.float32)
         if o.static and self.static_box is not None:
             return self.static_box
+        landmarks = self._landmarks(frame)
+        if landmarks is None:
+            return None
+        box = face_boxes(landmarks[None], frame.shape, tuple(o.pads), 1)[0]  # smoothed later, over the stream
+        if o.static:
+            self.static_box = box
+        return box
+
+    def _landmarks(self, frame: np.ndarray) -> np.ndarray | None:
+        if self.track and self.searched is not None and self.since_search < self.research:
+            self.since_search += 1
+            box, centre = self.searched
+            before, self.moved = self.moved, self.moved + self.velocity  # where the face would be at its pace
+            for _ in range(2):
+                landmarks = self.detector.detect(frame, [self.moved])[0].landmarks
+                self.moved = box + np.tile(landmarks.mean(0) - centre, 2)
+            self.velocity = self.moved - before
+            steady = abs(_extent(landmarks) / self.extent - 1) <= self.max_resize
+            if steady and _likeness(self.template, _thumbnail(frame, self.moved)) >= self.min_likeness:
+                return landmarks
+        return self._search(frame)
+
+    def _search(self, frame: np.ndarray) -> np.ndarray | None:
+        self.searches += 1
         # dlib's HOG detector works on frames up to ~640 px; larger ones are searched downscaled.
         scale = min(1.0, 640.0 / max(frame.shape[:2]))
         small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
         faces = self.detector.detect(small)
         if not faces:
+            self.searched = None
             return None
-        landmarks = faces[0].landmarks / scale
-        box = face_boxes(landmarks[None], frame.shape, tuple(self.options.pads), 1)[0]  # smoothed later, over the stream
-        if o.static:
-            self.static_box = box
-        return box
+        box = np.array(faces[0].box, np.float64) / scale
+        # The landmarks fitted at full resolution in the box, as the frames that follow fit theirs.
+        landmarks = self.detector.detect(frame, [box])[0].landmarks
+        self.searched, self.moved, self.since_search = (box, landmarks.mean(0)), box, 0
+        self.velocity = np.zeros(4)
+        self.template, self.extent = _thumbnail(frame, box), _extent(landmarks)
+        return landmarks
+
+
+def _thumbnail(frame: np.ndarray, box: np.ndarray, size: int = 24) -> np.ndarray:
+    """The grey picture inside ``box`` (x0, y0, x1, y1), as much as lies in the frame, at ``size`` x ``size``."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    patch = frame[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)]
+    if patch.shape[0] < 2 or patch.shape[1] < 2:
+        return np.zeros((size, size))
+    return cv2.resize(cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA).astype(np.float64)
+
+
+def _extent(landmarks: np.ndarray) -> float:
+    """The larger side of the landmarks' bounding box: the face's size, whatever its position."""
+    return float(max(np.ptp(landmarks[:, 0]), np.ptp(landmarks[:, 1]), 1.0))
+
+
+def _likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two thumbnails; 0 when either is flat."""
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 1e-6 else 0.0
 
 
 def _smoothed(boxes: list[np.ndarray | None], window: int) -> list[np.ndarray | None]:
@@ -324,7 +411,7 @@ def generate(face: str | Path, speech: str | Path, checkpoint: str | Path, outfi
     except audio_lib.AudioError as error:
         raise GenerateError(str(error)) from None
     frames = _source_frames(face, n_frames, options)
-    tracker = _FaceTracker(options)
+    tracker = _FaceTracker(options, options.track)
     mask = blend_mask(generator.size)
     found = passed = 0
     progress = tqdm(total=n_frames, unit="frame", file=sys.stderr, disable=not options.progress, desc="generate")

@@ -228,3 +228,72 @@ def test_folding_the_batch_norms_into_the_convolutions_keeps_the_output(build):
     a, b = (x[0] if isinstance(x, tuple) else x for x in (a, b))
     assert a.std() > 0.01
     torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+
+
+def _moving_face(tmp_path, n: int = 60) -> tuple:
+    """A video of the photo sliding over a grey frame, and the slide of every frame (x, y)."""
+    photo = read_image(PHOTO)[::2, ::2]
+    h, w = photo.shape[:2]
+    shifts = [(40 + int(30 * np.sin(i / 6)), 10 + int(8 * np.sin(i / 4))) for i in range(n)]
+    video = tmp_path / "moving.mp4"
+    with VideoWriter(video, 25) as writer:
+        for x, y in shifts:
+            frame = np.full((h + 40, w + 100, 3), 90, np.uint8)
+            frame[y : y + h, x : x + w] = photo
+            writer.write(frame)
+    return video, np.array([(x, y, x, y) for x, y in shifts], np.float64)
+
+
+def test_a_followed_face_is_searched_for_once_a_second_and_boxed_as_well_as_searching_every_frame(tmp_path):
+    from opflowtalker.generate import _FaceTracker
+    from opflowtalker.video import iter_frames
+
+    video, shifts = _moving_face(tmp_path)
+    frames = list(iter_frames(video))
+    errors, searches = {}, {}
+    for track in (False, True):
+        tracker = _FaceTracker(GenerateOptions(progress=False), track)
+        boxes = np.array([tracker.box(f) for f in frames], np.float64)
+        # The face is the same picture in every frame: its box, less the slide, should not move.
+        steady = boxes - shifts
+        errors[track] = np.abs(steady - np.median(steady, axis=0)).max(axis=1)
+        searches[track] = tracker.searches
+    # Once a second (frames 0, 26, 52), and again where a fit strays: a handful, not every frame.
+    assert searches[False] == len(frames) and 3 <= searches[True] <= len(frames) // 15
+    side = float(np.median(boxes[:, 2] - boxes[:, 0]))
+    # About as close as a search of every frame (whose own boxes stray too), and never far off.
+    assert np.percentile(errors[True], 95) <= 1.25 * np.percentile(errors[False], 95) + 1
+    assert errors[True].max() < 0.1 * side
+
+
+def test_a_followed_face_that_leaves_is_searched_for_at_once(tmp_path):
+    from opflowtalker.generate import _FaceTracker
+
+    photo = read_image(PHOTO)[::2, ::2]
+    frames = [photo] * 5 + [np.full_like(photo, 128)] * 3 + [photo] * 2
+    tracker = _FaceTracker(GenerateOptions(progress=False))
+    boxes = [tracker.box(f) for f in frames]
+    assert [b is None for b in boxes] == [False] * 5 + [True] * 3 + [False] * 2
+    assert tracker.searches == 1 + 3 + 1  # the first frame, each blank one, the face's return
+
+
+def test_a_photos_faces_are_encoded_once_and_give_the_frames_encoding_every_window_gives(tmp_path):
+    torch.manual_seed(0)
+    model = OpFlowTalker(OpFlowTalkerConfig(width=0.0625))
+    torch.nn.init.normal_(model.face_decoder.output_block[1].weight, std=0.5)  # an output that shows the faces
+    path = tmp_path / "m.safetensors"
+    save_safetensors(model, path)
+    generator = Generator(path)
+    calls = []
+    generator.model.face_encoder.register_forward_hook(lambda *_: calls.append(1))
+    crop = np.ascontiguousarray(read_image(PHOTO)[100:292:2, 60:252:2])
+    mels = mel_windows(melspectrogram(load_wav(SPEECH)), 25.0)[:23].astype(np.float32)
+    still = generator(np.repeat(crop[None], 23, 0), mels, batch_size=2)
+    assert len(calls) == 1  # 5 windows in 3 batches, one encoding
+    varied = np.repeat(crop[None], 23, 0)
+    varied[-1, 0, 0, 0] ^= 1  # one pixel of the last frame: every window encoded
+    calls.clear()
+    each = generator(varied, mels, batch_size=2)
+    assert len(calls) == 3
+    assert np.array_equal(still[:20], each[:20])
+    assert still[0].std() > 5  # the frames show the faces, so equal frames say the encodings were equal

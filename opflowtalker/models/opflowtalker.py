@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ from .generator import GeneratorOutput
 
 __all__ = [
     "OpFlowTalkerConfig", "AudioEncoder", "AudioAugmentation", "kl_divergence", "OpticalFlowPredictor",
-    "MotionDecoder", "FaceEncoder", "SequentialFusion", "FaceDecoder", "OpFlowTalker",
+    "MotionDecoder", "FaceEncoder", "SequentialFusion", "FaceDecoder", "FaceFeatures", "OpFlowTalker",
     "count_parameters", "flops_per_frame",
 ]
 
@@ -392,13 +393,20 @@ class FaceDecoder(nn.Module):
         self.residual_output = config.residual_output
         self.motion_size = config.image_size // config.motion_stride
 
-    def forward(self, f_pre, masked_feats, ref_feats, reference, motion_decoder=None, f_flow=None):
+    def skips(self, masked_feats, ref_feats) -> list[torch.Tensor]:
+        """The skip connection of every level, finest first, for reference features that are not warped."""
+        return [fuse(torch.cat([m, r], dim=1)) for fuse, m, r in zip(self.skip_fusion, masked_feats, ref_feats)]
+
+    def forward(self, f_pre, masked_feats, ref_feats, reference, motion_decoder=None, f_flow=None, skips=None):
         """f_pre (N, C); features finest first, (N, C_l, s_l, s_l); reference (N, 3, H, W);
-        ``f_flow`` (N, D), concatenated to f_pre when the decoder was built with ``flow_dim`` D.
+        ``f_flow`` (N, D), concatenated to f_pre when the decoder was built with ``flow_dim`` D;
+        ``skips``: :meth:`skips` computed already (only without a motion field, which warps them).
 
         ``motion_decoder(x, masked)`` maps decoder and masked features at the motion level to a field
         in pixels (N, 2, H, W); without it there is no warping. Returns the image and the field (or None).
         """
+        if skips is not None and motion_decoder is not None:
+            raise ValueError("skip connections cannot be computed ahead of a motion field that warps them")
         if f_flow is not None:
             f_pre = torch.cat([f_pre, f_flow], dim=1)
         x, motion = f_pre[:, :, None, None], None
@@ -409,7 +417,8 @@ class FaceDecoder(nn.Module):
                 motion = motion_decoder(x, masked_feats[level])
             if motion is not None:
                 ref = warp(ref, motion)
-            x = torch.cat([x, self.skip_fusion[level](torch.cat([masked_feats[level], ref], dim=1))], dim=1)
+            skip = skips[level] if skips is not None else self.skip_fusion[level](torch.cat([masked_feats[level], ref], dim=1))
+            x = torch.cat([x, skip], dim=1)
         warped = warp(reference, motion) if motion is not None else None
         if self.append_reference:
             x = torch.cat([x, reference] + ([warped] if warped is not None else []), dim=1)
@@ -420,6 +429,26 @@ class FaceDecoder(nn.Module):
 
 
 # --- The generator -------------------------------------------------------------------------------
+
+class FaceFeatures(NamedTuple):
+    """What a window's output takes from its faces alone, frames folded into the batch (b-major).
+
+    For a photo every window has the same faces, so inference encodes one window and reuses it
+    (:meth:`repeat`) instead of running the face encoder and the skip fusions for every frame.
+    """
+
+    ref_feats: list[torch.Tensor]  # face encoder features of the references, finest first
+    masked_feats: list[torch.Tensor]  # and of the masked targets
+    reference: torch.Tensor  # (N, 3, H, W)
+    skips: list[torch.Tensor] | None  # the decoder's skip connections; None when a motion field warps them
+
+    def repeat(self, b: int) -> "FaceFeatures":
+        """The features of ``b`` windows that all have this one window's faces."""
+        def rep(x):
+            return x.repeat(b, *([1] * (x.dim() - 1)))
+        return FaceFeatures([rep(f) for f in self.ref_feats], [rep(f) for f in self.masked_feats], rep(self.reference),
+                            None if self.skips is None else [rep(f) for f in self.skips])
+
 
 class OpFlowTalker(nn.Module):
     def __init__(self, config: OpFlowTalkerConfig):
@@ -446,12 +475,14 @@ class OpFlowTalker(nn.Module):
                 c(64), config.image_size,
             )
 
-    def forward(self, audio: torch.Tensor, faces: torch.Tensor, sample: bool | None = None):
+    def forward(self, audio: torch.Tensor, faces: torch.Tensor, sample: bool | None = None,
+                face_features: FaceFeatures | None = None):
         """Generate one window.
 
         audio: (B, T, 1, 80, 16) mel windows; faces: (B, 6, T, H, W) in [0, 1], channels 0-2 the
         masked targets, 3-5 the references (Wav2Lip's layout). ``sample`` (default: ``self.training``)
         draws the audio augmentation's eps and z; otherwise they are zero and the output deterministic.
+        ``face_features``: :meth:`encode_faces` of ``faces``, computed already (inference on a photo).
 
         Returns ``frames`` (B, 3, T, H, W) in [0, 1] and a dict:
         ``kl`` (scalar, zero without the audio augmentation), ``flow_features`` (B, T, D): f_flow, or
@@ -470,31 +501,36 @@ class OpFlowTalker(nn.Module):
         sample = self.training if sample is None else sample
 
         # Frames are folded into the batch (b-major: index = b * T + t) except inside the fusion.
-        frames = faces.permute(0, 2, 1, 3, 4).reshape(b * t, 6, h, w)
-        masked, reference = frames[:, :3], frames[:, 3:]
-
         f_audio = self.audio_encoder(audio.reshape(b * t, *audio.shape[2:]))
         kl = f_audio.new_zeros(())
         if self.audio_augmentation is not None:
             f_audio, kl = self.audio_augmentation(f_audio, sample)
         f_flow = self.flow_predictor(f_audio) if self.flow_predictor is not None else f_audio
 
-        # One encoder, shared weights: the reference and masked sequences, in one batch.
-        both = self.face_encoder(torch.cat([reference, masked], dim=0))
-        ref_feats = [f[: b * t] for f in both]
-        masked_feats = [f[b * t:] for f in both]
-        f_face, f_none = ref_feats[-1].flatten(1), masked_feats[-1].flatten(1)
-
+        faced = face_features if face_features is not None else self.encode_faces(faces, skips=False)
+        f_face, f_none = faced.ref_feats[-1].flatten(1), faced.masked_feats[-1].flatten(1)
         f_pre = self.sequential_fusion(f_face.reshape(b, t, -1), f_none.reshape(b, t, -1), f_flow.reshape(b, t, -1))
 
         motion_fn = partial(self.motion_decoder, f_flow=f_flow) if self.motion_decoder is not None else None
-        out, motion = self.face_decoder(f_pre.reshape(b * t, -1), masked_feats, ref_feats, reference, motion_fn,
-                                        f_flow if cfg.flow_skip else None)
+        out, motion = self.face_decoder(f_pre.reshape(b * t, -1), faced.masked_feats, faced.ref_feats, faced.reference,
+                                        motion_fn, f_flow if cfg.flow_skip else None, faced.skips)
 
         out = out.reshape(b, t, 3, h, w).permute(0, 2, 1, 3, 4)
         if motion is not None:
             motion = motion.reshape(b, t, 2, h, w).permute(0, 2, 1, 3, 4)
         return out, {"kl": kl, "flow_features": f_flow.reshape(b, t, -1), "motion": motion}
+
+    def encode_faces(self, faces: torch.Tensor, skips: bool = True) -> FaceFeatures:
+        """The face encoder (one encoder, shared weights: the reference and masked sequences in one
+        batch) on ``faces`` (B, 6, T, H, W); with ``skips``, the decoder's skip connections too
+        (unless a motion field warps them)."""
+        b, _, t, h, w = faces.shape
+        frames = faces.permute(0, 2, 1, 3, 4).reshape(b * t, 6, h, w)
+        masked, reference = frames[:, :3], frames[:, 3:]
+        both = self.face_encoder(torch.cat([reference, masked], dim=0))
+        ref_feats, masked_feats = [f[: b * t] for f in both], [f[b * t:] for f in both]
+        fused = self.face_decoder.skips(masked_feats, ref_feats) if skips and self.motion_decoder is None else None
+        return FaceFeatures(ref_feats, masked_feats, reference, fused)
 
     # The generator interface (models/generator.py).
     @property
@@ -510,8 +546,9 @@ class OpFlowTalker(nn.Module):
         frames, aux = raw
         return GeneratorOutput(frames, aux["kl"], aux["motion"])
 
-    def generate(self, audio: torch.Tensor, faces: torch.Tensor) -> GeneratorOutput:
-        return self.output(self(audio, faces))
+    def generate(self, audio: torch.Tensor, faces: torch.Tensor,
+                 face_features: FaceFeatures | None = None) -> GeneratorOutput:
+        return self.output(self(audio, faces, face_features=face_features))
 
 
 def count_parameters(model: nn.Module) -> int:
