@@ -269,13 +269,22 @@ class _FaceTracker:
             box, centre = self.searched
             before, self.moved = self.moved, self.moved + self.velocity  # where the face would be at its pace
             for _ in range(2):
-                landmarks = self.detector.detect(frame, [self.moved])[0].landmarks
+                landmarks = self._fit(frame, self.moved)
                 self.moved = box + np.tile(landmarks.mean(0) - centre, 2)
             self.velocity = self.moved - before
             steady = abs(_extent(landmarks) / self.extent - 1) <= self.max_resize
             if steady and _likeness(self.template, _thumbnail(frame, self.moved)) >= self.min_likeness:
                 return landmarks
         return self._search(frame)
+
+    def _fit(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The 68 landmarks fitted in ``box``, given the regressor only the part of the frame about
+        the box (it reads pixels near the face alone; handing it a whole 720p frame costs a copy)."""
+        side = max(box[2] - box[0], box[3] - box[1])
+        x0, y0 = max(0, int(box[0] - side)), max(0, int(box[1] - side))
+        x1, y1 = int(box[2] + side) + 1, int(box[3] + side) + 1
+        offset = np.array([x0, y0, x0, y0], np.float64)
+        return self.detector.detect(frame[y0:y1, x0:x1], [box - offset])[0].landmarks + offset[:2]
 
     def _search(self, frame: np.ndarray) -> np.ndarray | None:
         self.searches += 1
@@ -288,7 +297,7 @@ class _FaceTracker:
             return None
         box = np.array(faces[0].box, np.float64) / scale
         # The landmarks fitted at full resolution in the box, as the frames that follow fit theirs.
-        landmarks = self.detector.detect(frame, [box])[0].landmarks
+        landmarks = self._fit(frame, box)
         self.searched, self.moved, self.since_search = (box, landmarks.mean(0)), box, 0
         self.velocity = np.zeros(4)
         self.template, self.extent = _thumbnail(frame, box), _extent(landmarks)
@@ -462,6 +471,6 @@ def _generate_chunk(writer: VideoWriter, generator: Generator, chunk, mel: np.nd
         generated = generator(crops, mels, options.batch_size)
         for (i, f, b), g in zip(with_face, generated):
             outputs[i] = _paste(f, g, b, mask)
-    writer.write(np.stack([outputs.get(i, f) for i, f, _ in chunk]))
+    writer.write([outputs.get(i, f) for i, f, _ in chunk])  # one at a time: no stacked copy of the frames
     return len(with_face), len(chunk) - len(with_face)
 
