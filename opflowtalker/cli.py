@@ -312,7 +312,7 @@ def _parser_generate(sub) -> None:
     p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="crop the frames first (-1: to the edge)")
     p.add_argument("--rotate", action="store_true", help="turn the frames 90 degrees clockwise first")
-    p.add_argument("--batch_size", "--wav2lip_batch_size", type=_whole(1, "windows per forward pass"), default=16,
+    p.add_argument("--batch_size", "--wav2lip_batch_size", type=_whole(1, "windows per forward pass"), default=4,
                    help="windows per forward pass")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="the model's arithmetic: fp32 or bf16 (bfloat16 under autocast)")

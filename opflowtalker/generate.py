@@ -62,7 +62,9 @@ class GenerateOptions:
     box: tuple[int, int, int, int] | None = None  # a fixed face box: top, bottom, left, right (pixels)
     crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right of the frame; -1 = edge
     rotate: bool = False  # turn frames 90 degrees clockwise first
-    batch_size: int = 16  # windows per forward pass
+    # Windows per forward pass: the fastest of 1-32 for the embedded model on two cores (the paper-size
+    # one runs alike at any), as `benchmarks/generate.py` measures.
+    batch_size: int = 4
     chunk_frames: int = 100  # frames read, generated and written at a time
     precision: str = "fp32"  # or "bf16" (autocast; on CPUs with bf16 support it is about twice as fast)
     smooth_window: int = 5
@@ -135,7 +137,7 @@ class Generator:
         self.precision = precision
 
     @torch.no_grad()
-    def __call__(self, crops: np.ndarray, mels: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, mels: np.ndarray, batch_size: int = 4) -> np.ndarray:
         """Generated crops (N, S, S, 3) uint8 for crops (N, S, S, 3) uint8 and mel windows (N, 80, 16).
 
         When every crop is the same (a photo, or ``--static``) and the model can say what depends on

@@ -444,8 +444,8 @@ class FaceFeatures(NamedTuple):
 
     def repeat(self, b: int) -> "FaceFeatures":
         """The features of ``b`` windows that all have this one window's faces."""
-        def rep(x):
-            return x.repeat(b, *([1] * (x.dim() - 1)))
+        def rep(x):  # cat keeps the tensors' memory format (channels-last at inference), repeat would not
+            return torch.cat([x] * b)
         return FaceFeatures([rep(f) for f in self.ref_feats], [rep(f) for f in self.masked_feats], rep(self.reference),
                             None if self.skips is None else [rep(f) for f in self.skips])
 
