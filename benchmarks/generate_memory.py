@@ -29,27 +29,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import soundfile
 import torch
 
-from opflowtalker.audio import load_wav
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
 from opflowtalker.video import VideoWriter, probe, read_image
 
+from generate import speech_of  # benchmarks/generate.py, beside this file: the same recordings
+
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "data/external/faces/hopper.png"
-SPEECH = ROOT / "data/external/speech"
 SIZE = (1920, 1080)
-
-
-def speech_of(seconds: float, path: Path) -> Path:
-    """The packaged recordings one after another, cut at ``seconds``, as a 16 kHz wav."""
-    parts = [load_wav(p) for p in sorted(SPEECH.glob("*.wav"))]
-    n = int(seconds * 16000)
-    wav = np.concatenate(parts * int(np.ceil(n / sum(map(len, parts)))))[:n]
-    soundfile.write(path, wav, 16000)
-    return path
 
 
 def face_video_1080p(seconds: float, path: Path, fps: float = 25.0) -> Path:
