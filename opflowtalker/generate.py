@@ -224,9 +224,9 @@ class _FaceTracker:
 
     With ``track`` the face is searched in the whole frame once every ``research`` frames and
     followed in between: dlib's landmark regressor is fitted in the detector's box of the last
-    search moved by as much as the landmarks have moved since, twice a frame (the box of the frame
-    before, then the box moved by this frame's first fit). A fit costs about a hundredth of a search of a 720p frame; the search
-    every second puts the box back where the detector sees the face. A frame whose fit no longer
+    search moved by as much as the landmarks have moved since, twice a frame (first where the face
+    would be at its pace, then where that fit put it). A fit costs a few hundredths of a search of
+    a 720p frame; the search every second puts the box back where the detector sees the face. A frame whose fit no longer
     looks like the searched face (correlation under ``min_likeness``: a cut, the face gone) or whose
     landmarks spread more than ``max_resize`` wider or narrower than at the search (a fit gone
     astray more often than a face coming closer) is searched whole at once.
@@ -244,6 +244,7 @@ class _FaceTracker:
         self.track, self.research = track, research
         self.searched: tuple[np.ndarray, np.ndarray] | None = None  # the last search's box and landmark centre
         self.moved: np.ndarray | None = None  # that box moved with the face to the frame before
+        self.velocity = np.zeros(4)  # how far it moved from the frame before that
         self.template: np.ndarray | None = None  # the face as the last search saw it (_thumbnail)
         self.min_likeness, self.max_resize = min_likeness, max_resize
         self.extent = 1.0  # the landmarks' size at the last search
@@ -272,6 +273,8 @@ class _FaceTracker:
             before, self.moved = self.moved, self.moved + self.velocity  # where the face would be at its pace
             for _ in range(2):
                 landmarks = self._fit(frame, self.moved)
+                if landmarks is None:  # followed out of the frame
+                    return self._search(frame)
                 self.moved = box + np.tile(landmarks.mean(0) - centre, 2)
             self.velocity = self.moved - before
             steady = abs(_extent(landmarks) / self.extent - 1) <= self.max_resize
@@ -279,12 +282,15 @@ class _FaceTracker:
                 return landmarks
         return self._search(frame)
 
-    def _fit(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def _fit(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """The 68 landmarks fitted in ``box``, given the regressor only the part of the frame about
-        the box (it reads pixels near the face alone; handing it a whole 720p frame costs a copy)."""
+        the box (it reads pixels near the face alone; handing it a whole 720p frame costs a copy);
+        None when the box has left the frame."""
         side = max(box[2] - box[0], box[3] - box[1])
         x0, y0 = max(0, int(box[0] - side)), max(0, int(box[1] - side))
-        x1, y1 = int(box[2] + side) + 1, int(box[3] + side) + 1
+        x1, y1 = min(frame.shape[1], int(box[2] + side) + 1), min(frame.shape[0], int(box[3] + side) + 1)
+        if x1 - x0 < 8 or y1 - y0 < 8 or box[2] <= 0 or box[3] <= 0 or box[0] >= frame.shape[1] or box[1] >= frame.shape[0]:
+            return None
         offset = np.array([x0, y0, x0, y0], np.float64)
         return self.detector.detect(frame[y0:y1, x0:x1], [box - offset])[0].landmarks + offset[:2]
 
@@ -300,6 +306,9 @@ class _FaceTracker:
         box = np.array(faces[0].box, np.float64) / scale
         # The landmarks fitted at full resolution in the box, as the frames that follow fit theirs.
         landmarks = self._fit(frame, box)
+        if landmarks is None:
+            self.searched = None
+            return None
         self.searched, self.moved, self.since_search = (box, landmarks.mean(0)), box, 0
         self.velocity = np.zeros(4)
         self.template, self.extent = _thumbnail(frame, box), _extent(landmarks)

@@ -297,3 +297,19 @@ def test_a_photos_faces_are_encoded_once_and_give_the_frames_encoding_every_wind
     assert len(calls) == 3
     assert np.array_equal(still[:20], each[:20])
     assert still[0].std() > 5  # the frames show the faces, so equal frames say the encodings were equal
+
+
+def test_a_followed_face_that_slides_out_of_the_frame_is_lost_without_an_error():
+    from opflowtalker.generate import _FaceTracker
+
+    photo = read_image(PHOTO)[::2, ::2]
+    width = photo.shape[1]
+    frames = []
+    for shift in np.linspace(0, width, 12).astype(int):  # from in place to wholly past the right edge
+        frame = np.full_like(photo, 90)
+        frame[:, shift:] = photo[:, : width - shift]
+        frames.append(frame)
+    tracker = _FaceTracker(GenerateOptions(progress=False))
+    boxes = [tracker.box(f) for f in frames]
+    assert boxes[0] is not None and boxes[-1] is None
+    assert all(b is None or (0 <= b[0] and b[2] <= width + 1) for b in boxes)
