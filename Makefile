@@ -25,7 +25,9 @@ browser:
 
 setup: $(VENV)/.installed data/external/MANIFEST.json browser
 
+# The fingerprints first: they are what tells DVC which stages a code change reruns.
 study: setup
+	$(BIN)/opflowtalker fingerprints
 	$(BIN)/dvc repro
 
 test: setup

@@ -19,7 +19,7 @@ from . import commands
 from .commands import UserError
 from .errors import OpFlowTalkerError
 from .fingerprints import CHECK_ENV
-from .stages import TIMED
+from .stages import PIPELINE_ORDER, TIMED
 
 __all__ = ["main", "build_parser", "command_options", "WAV2LIP_OPTIONS"]
 
@@ -376,11 +376,25 @@ def _check_traced(args: argparse.Namespace) -> None:
         raise UserError(f"ran modules its fingerprint does not list: {', '.join(missing)}")
 
 
+def _check_fingerprint(args: argparse.Namespace) -> None:
+    """Refuse a stage whose fingerprint file in this project no longer describes the code: DVC
+    would record its outputs as made by the code that file describes."""
+    from .fingerprints import stale_command
+
+    notebook = args.notebook if args.command == "notebook" else None
+    stale = stale_command(args.command, notebook)
+    if stale:
+        raise UserError(f"{stale} does not describe the code any more; run `opflowtalker fingerprints` "
+                        f"(make study does) so that DVC sees which stages the change reruns")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         start = time.perf_counter()
+        if args.command in PIPELINE_ORDER:
+            _check_fingerprint(args)
         args.func(args)
         if os.environ.get(CHECK_ENV) and args.command != "fingerprints":
             _check_traced(args)

@@ -10,9 +10,12 @@ fingerprint, while any change to what the code does changes it.
 
 ``fingerprints/<command>.txt`` lists each module a command runs with its fingerprint (``cli.py`` and
 ``commands.py`` only as far as the command uses them: its parser and its function, and the shared
-helpers). The ``fingerprints`` stage of ``dvc.yaml`` rewrites these files whenever the package
-changes (it takes a second), and every other stage depends on the file of its command, so DVC
-reruns a stage exactly when code it runs changed in substance.
+helpers). Every stage of ``dvc.yaml`` depends on the file of its command, so DVC reruns a stage
+exactly when code it runs changed in substance. The files are source, kept in git with the code:
+``opflowtalker fingerprints`` rewrites them (``make study`` does before ``dvc repro``), the test
+suite fails while the committed ones differ from the code, and a stage run in the project on code
+its file does not describe refuses to start (:func:`stale_command`). None of this is a DVC stage of
+its own, which would depend on the whole package: a docstring edit then makes no stage stale.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from .errors import OpFlowTalkerError
 
 __all__ = ["FingerprintError", "code_digest", "module_imports", "command_code", "all_fingerprints",
-           "write_fingerprints", "stale_fingerprints", "untraced_modules", "NOTEBOOK_COMMANDS", "CHECK_ENV"]
+           "write_fingerprints", "stale_fingerprints", "stale_command", "untraced_modules", "NOTEBOOK_COMMANDS", "CHECK_ENV"]
 
 PACKAGE = "opflowtalker"
 ROOT = Path(__file__).resolve().parent
@@ -241,6 +244,20 @@ def stale_fingerprints(folder: str | Path, notebooks: str | Path = "notebooks") 
     stale = [name for name, text in files.items()
              if not (folder / name).is_file() or (folder / name).read_text() != text]
     return sorted(stale + sorted(present - set(files)))
+
+
+def stale_command(command: str, notebook: str | Path | None = None, project: str | Path = ".") -> str | None:
+    """The fingerprint file of ``command`` (a chapter's, with ``notebook``) in ``project`` when it
+    no longer describes the code, else None. Only a project that holds this very package and a
+    ``fingerprints/`` folder is checked: elsewhere the files, if any, describe other code."""
+    project = Path(project).resolve()
+    folder = project / "fingerprints"
+    if ROOT.parent != project or not folder.is_dir():
+        return None
+    name = f"notebook-{Path(notebook).stem}.txt" if notebook is not None else f"{command}.txt"
+    path = folder / name
+    text = _render(command_code(command, notebook))
+    return None if path.is_file() and path.read_text() == text else str(path.relative_to(project))
 
 
 def untraced_modules(command: str, loaded, notebook: str | Path | None = None) -> list[str]:

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 __all__ = ["PIPELINE_ORDER", "TIMED", "PARAMS", "HD_PARAMS", "NOTEBOOK_PARAMS", "params_of"]
 
-PIPELINE_ORDER = ("fingerprints", "corpus", "corpus-quality", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
+PIPELINE_ORDER = ("corpus", "corpus-quality", "lipreading-corpus", "preprocess", "model-cost", "train-flow", "eval-flow", "train-syncnet",
                   "train-sync-judge", "train-lipreader", "train-generator", "evaluate-reference", "evaluate", "tables",
                   "plots", "explorer-shot", "notebook", "book")
 
-# The stages that compute the study; the fingerprints, the plots, the screenshot, the chapters and the
-# book only trace or show it.
-TIMED = frozenset(PIPELINE_ORDER) - {"fingerprints", "plots", "explorer-shot", "notebook", "book"}
+# The stages that compute the study; the plots, the screenshot, the chapters and the book only show it.
+TIMED = frozenset(PIPELINE_ORDER) - {"plots", "explorer-shot", "notebook", "book"}
 
 # The groups of params.yaml each command reads.
 PARAMS = {
-    "fingerprints": (),
     "corpus": ("corpus",),
     "corpus-quality": (),                    # the corpus's own corpus.json says how it was built
     # Its mouth crops are cut as preprocessing cuts faces, then as the lip reader cuts mouths.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ def _command(body: dict) -> tuple[str, bool, str | None]:
     return command, hd, notebook
 
 
-@pytest.mark.parametrize("name", [n for n in _stages() if n != "fingerprints"])
+@pytest.mark.parametrize("name", list(_stages()))
 def test_each_stage_depends_on_exactly_the_groups_its_command_reads(name):
     body = _stages()[name]
     command, hd, notebook = _command(body)
@@ -52,9 +53,6 @@ def test_every_profile_names_every_group_a_stage_reads():
 def test_each_stage_depends_on_its_commands_fingerprint_and_no_package_folder(name):
     body = _stages()[name]
     deps = body.get("deps", [])
-    if name == "fingerprints":
-        assert deps == ["opflowtalker", "notebooks"]
-        return
     command, _, notebook = _command(body)
     own = f"fingerprints/notebook-{notebook}.txt" if notebook else f"fingerprints/{command}.txt"
     assert [d for d in deps if d.startswith("fingerprints")] == [own]
@@ -63,6 +61,55 @@ def test_each_stage_depends_on_its_commands_fingerprint_and_no_package_folder(na
 
 def test_the_committed_fingerprints_are_those_of_the_code():
     assert stale_fingerprints(ROOT / "fingerprints", ROOT / "notebooks") == []
+
+
+def test_no_stage_depends_on_the_package_or_the_notebooks_as_folders():
+    # A stage that did (a stage writing the fingerprints, say) would be stale after any docstring edit.
+    for name, body in _stages().items():
+        deps = body.get("deps", [])
+        assert not {"opflowtalker", "notebooks", "fingerprints"} & {d.rstrip("/") for d in deps}, name
+
+
+def _project(tmp_path: Path) -> Path:
+    """A copy of the package and its fingerprints in ``tmp_path``."""
+    import shutil
+
+    shutil.copytree(ROOT / "opflowtalker", tmp_path / "opflowtalker", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "fingerprints", tmp_path / "fingerprints")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    return tmp_path
+
+
+def test_a_stage_refuses_code_its_fingerprint_does_not_describe(tmp_path, monkeypatch, capsys):
+    from opflowtalker import cli
+
+    project = _project(tmp_path)
+    monkeypatch.setattr(fingerprints, "ROOT", project / "opflowtalker")
+    monkeypatch.chdir(project)
+    assert fingerprints.stale_command("train-generator") is None
+    model = project / "opflowtalker" / "models" / "opflowtalker.py"
+    model.write_text(model.read_text().replace('"""', '"""Edited. ', 1))  # a docstring: no change
+    assert fingerprints.stale_command("train-generator") is None
+    model.write_text(model.read_text() + "\nEDITED = True\n")
+    assert fingerprints.stale_command("train-generator") == "fingerprints/train-generator.txt"
+    assert fingerprints.stale_command("train-syncnet") is None  # it does not run the generator
+    assert fingerprints.stale_command("notebook", "notebooks/models.ipynb") == "fingerprints/notebook-models.txt"
+    assert cli.main(["train-generator", "full", "--out", "g.safetensors"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["opflowtalker train-generator: error: fingerprints/train-generator.txt does not describe the "
+                   "code any more; run `opflowtalker fingerprints` (make study does) so that DVC sees which "
+                   "stages the change reruns"]
+    assert not (project / "g.safetensors").exists()
+    fingerprints.write_fingerprints(project / "fingerprints", project / "notebooks")
+    assert fingerprints.stale_command("train-generator") is None
+
+
+def test_fingerprints_of_another_copy_of_the_code_are_not_checked(tmp_path, monkeypatch):
+    project = _project(tmp_path)
+    (project / "fingerprints" / "train-generator.txt").write_text("other code\n")
+    monkeypatch.chdir(project)  # this package is ROOT's, not the copy's
+    assert fingerprints.stale_command("train-generator") is None
+    assert fingerprints.stale_command("train-generator", project=ROOT) is None
 
 
 def test_a_fingerprint_ignores_docstrings_and_comments_and_sees_code():
