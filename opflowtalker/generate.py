@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +47,10 @@ __all__ = ["GenerateError", "GenerateOptions", "Generator", "generate", "blend_m
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# x264's preset for the output: at the same CRF (18) its fastest, which spends the bits medium's
+# search would save, so the frames are as close to what was blended (or closer) in larger files, and
+# encoding a 720p frame takes well under half of medium's time (``benchmarks/generate.py`` measures both).
+ENCODER_PRESET = "ultrafast"
 
 
 class GenerateError(OpFlowTalkerError, ValueError):
@@ -438,9 +443,21 @@ def generate(face: str | Path, speech: str | Path, checkpoint: str | Path, outfi
     pending: deque = deque()  # frames read and detected, waiting for their smoothing neighbours
     half = 0 if options.nosmooth else options.smooth_window // 2
 
-    with VideoWriter(outfile, fps, audio=(wav, audio_lib.WAV2LIP.sample_rate)) as writer:
+    # One chunk is generated, blended and written by a second thread while this one reads and follows
+    # the faces of the next: the model's operators, OpenCV and the pipes to ffmpeg let go of Python's
+    # lock, dlib's fits do not, so the two overlap on two cores. Chunks are written in order.
+    with (VideoWriter(outfile, fps, audio=(wav, audio_lib.WAV2LIP.sample_rate), preset=ENCODER_PRESET) as writer,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate") as worker):
         index = 0
         window_boxes: list = []
+        in_flight = None
+
+        def collect() -> None:
+            nonlocal found, passed
+            f_, p_, n_ = in_flight.result()
+            found, passed = found + f_, passed + p_
+            progress.update(n_)
+
         for frame in frames:
             pending.append((index, frame, tracker.box(frame)))
             index += 1
@@ -450,13 +467,15 @@ def generate(face: str | Path, speech: str | Path, checkpoint: str | Path, outfi
                 boxes = _smoothed(window_boxes + [b for _, _, b in items], 2 * half + 1)[len(window_boxes):]
                 ready = len(items) if last else len(items) - half
                 chunk = [(i, f, b) for (i, f, _), b in zip(items[:ready], boxes[:ready])]
-                f_, p_ = _generate_chunk(writer, generator, chunk, mel, fps, mask, options)
-                found, passed = found + f_, passed + p_
-                progress.update(len(chunk))
-                # Keep the boxes just written as the left context of the next chunk's smoothing.
+                if in_flight is not None:
+                    collect()
+                in_flight = worker.submit(_generate_chunk, writer, generator, chunk, mel, fps, mask, options)
+                # Keep the boxes of this chunk's end as the left context of the next chunk's smoothing.
                 window_boxes = [b for _, _, b in items[max(0, ready - half) : ready]]
                 for _ in range(ready):
                     pending.popleft()
+        if in_flight is not None:
+            collect()
         if found == 0:
             raise GenerateError(f"no face found in any frame of {face}")
     progress.close()
@@ -473,7 +492,9 @@ def probe_fps(face: Path) -> float:
 
 
 def _generate_chunk(writer: VideoWriter, generator: Generator, chunk, mel: np.ndarray, fps: float,
-                    mask: np.ndarray, options: GenerateOptions) -> tuple[int, int]:
+                    mask: np.ndarray, options: GenerateOptions) -> tuple[int, int, int]:
+    """Generate, blend and write ``chunk`` ((index, frame, box or None) in order); returns the frames
+    with a face, the frames passed through and the frames written."""
     with_face = [(i, f, b) for i, f, b in chunk if b is not None]
     outputs = {}
     if with_face:
@@ -483,5 +504,5 @@ def _generate_chunk(writer: VideoWriter, generator: Generator, chunk, mel: np.nd
         for (i, f, b), g in zip(with_face, generated):
             outputs[i] = _paste(f, g, b, mask)
     writer.write([outputs.get(i, f) for i, f, _ in chunk])  # one at a time: no stacked copy of the frames
-    return len(with_face), len(chunk) - len(with_face)
+    return len(with_face), len(chunk) - len(with_face), len(chunk)
 

@@ -164,18 +164,20 @@ AudioSource = str | Path | tuple[np.ndarray, int] | None
 
 
 class VideoWriter:
-    """Write frames to an H.264 mp4 (yuv420p, CRF 18) with an optional AAC audio track.
+    """Write frames to an H.264 mp4 (yuv420p, CRF 18, x264's ``preset``) with an optional AAC audio track.
 
     Use as a context manager; frames can be written one or many at a time, so a long video never
     has to be held in memory. The file is renamed into place only when the block ends without an
     exception; on error nothing is left behind.
     """
 
-    def __init__(self, path: str | Path, fps: float, audio: AudioSource = None, crf: int = 18):
+    def __init__(self, path: str | Path, fps: float, audio: AudioSource = None, crf: int = 18,
+                 preset: str = "medium"):
         self.path = Path(path)
         self.fps = float(fps)
         self.audio = audio
         self.crf = crf
+        self.preset = preset
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
@@ -206,7 +208,7 @@ class VideoWriter:
         self._writer = imageio_ffmpeg.write_frames(
             self._tmp_video, (width, height), fps=self.fps, codec="libx264", quality=None,
             macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(self.crf), "-movflags", "+faststart", *filters],
+            output_params=["-crf", str(self.crf), "-preset", self.preset, "-movflags", "+faststart", *filters],
             audio_path=audio_path, audio_codec="aac" if audio_path else None,
         )
         self._writer.send(None)
