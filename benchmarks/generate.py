@@ -3,7 +3,7 @@ what a user of Wav2Lip runs instead, measured in the same run.
 
     python benchmarks/generate.py [--checkpoint models/generators/full.safetensors] [--seconds 10]
                                   [--memory-seconds 4] [--threads 2] [--batch-size 16] [--json out.json]
-                                  [--glibc-default] [--memory-only]
+                                  [--glibc-default] [--memory-only] [--end-to-end-only]
 
 The baseline is Wav2Lip's generator in fp32 as its own ``inference.py`` runs it: the published
 network in eval mode, batch norms as they are, frames in PyTorch's default (channels-first) layout.
@@ -22,6 +22,11 @@ of the ratio that is the pipeline's and the share that is the model's both show.
 5. What bf16 changes: PSNR of the bf16 video against the fp32 one of the same model (the photo run).
 6. Peak memory (max RSS of a child process) for a face video of --memory-seconds and of ten times
    that (the photo at half size, the face followed), the audio as long as the video.
+7. Encoding the 720p video's frames: x264's default preset (medium) against ``generate``'s
+   (:data:`opflowtalker.generate.ENCODER_PRESET`), both at CRF 18: milliseconds per frame of the
+   whole ffmpeg process, PSNR of the decoded frames against the frames written, and the file's size.
+
+``--end-to-end-only`` runs sections 3 and 7 alone (a few minutes).
 
 Every model runs as `opflowtalker generate` runs it, glibc's mmap threshold fixed
 (:func:`opflowtalker.generate.fixed_mmap_threshold`); ``--glibc-default`` leaves malloc as it is.
@@ -43,7 +48,8 @@ import soundfile
 import torch
 
 from opflowtalker.audio import load_wav
-from opflowtalker.generate import GenerateOptions, Generator, _FaceTracker, fixed_mmap_threshold, generate
+from opflowtalker.generate import (ENCODER_PRESET, GenerateOptions, Generator, _FaceTracker, fixed_mmap_threshold,
+                                   generate)
 from opflowtalker.metrics.image import psnr
 from opflowtalker.models.checkpoints import save_safetensors
 from opflowtalker.models.opflowtalker import OpFlowTalker, OpFlowTalkerConfig
@@ -180,6 +186,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--memory-only", action="store_true", help="measure peak memory only")
     ap.add_argument("--glibc-default", action="store_true", help="leave glibc's mmap threshold dynamic")
+    ap.add_argument("--end-to-end-only", action="store_true", help="sections 3 and 7 alone")
     args = ap.parse_args()
     if not args.glibc_default:
         fixed_mmap_threshold()
@@ -188,9 +195,14 @@ def main() -> None:
     checkpoints = checkpoints_in(tmp, args.checkpoint)
     result = {"command": " ".join([sys.executable] + sys.argv), "threads": args.threads, "seconds": args.seconds,
               "batch_size": args.batch_size, "fixed_mmap_threshold": not args.glibc_default, "torch": torch.__version__}
-    if not args.memory_only:
-        result.update(speeds(args, tmp, checkpoints))
-    result["peak_rss_mb"] = memory(args, tmp, checkpoints["embedded"])
+    if args.end_to_end_only:
+        speech, video = speech_of(args.seconds, tmp / "speech.wav"), moving_face(args.seconds, tmp / "face720.mp4")
+        result["end_to_end_rows"] = end_to_end(args, tmp, checkpoints, speech, video)[0]
+        result["encoding"] = encoding(video, tmp)
+    else:
+        if not args.memory_only:
+            result.update(speeds(args, tmp, checkpoints))
+        result["peak_rss_mb"] = memory(args, tmp, checkpoints["embedded"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
@@ -224,6 +236,31 @@ def speeds(args, tmp: Path, checkpoints: dict[str, Path]) -> dict:
 
     speech = speech_of(args.seconds, tmp / "speech.wav")
     video = moving_face(args.seconds, tmp / "face720.mp4")
+    end_rows, videos = end_to_end(args, tmp, checkpoints, speech, video)
+
+    print("4. Finding the face in the 720p video:")
+    found = tracking(video)
+    for name, row in found.items():
+        print(f"   {name:<21} {row['ms_per_frame']:6.1f} ms/frame, {row['searches']} of {row['frames']} frames "
+              f"searched; box off the face's slide by {row['mean_error_px']:.1f} px on average, "
+              f"{row['p95_error_px']:.1f} px at the 95th percentile, {row['max_error_px']:.1f} px at most "
+              f"(the box is {row['face_px']:.0f} px)")
+
+    bf16_psnr = {}
+    for name in ("paper", "embedded"):
+        a, _ = read_video(videos[name, "fp32"])
+        b, _ = read_video(videos[name, "bf16"])
+        bf16_psnr[name] = psnr(b, a)
+        print(f"5. {name}: PSNR of the bf16 video against the fp32 one {bf16_psnr[name]:.2f} dB")
+    return {"wav2lip_published_fp32_fps": baseline, "model_rows": model_rows, "batches": batches,
+            "end_to_end_rows": end_rows, "tracking": found, "bf16_psnr_db": bf16_psnr,
+            "encoding": encoding(video, tmp)}
+
+
+def end_to_end(args, tmp: Path, checkpoints: dict[str, Path], speech: Path, video: Path) -> tuple[list, dict]:
+    """Section 3: each model through ``generate`` on the photo and the 720p video, both ways of
+    finding the face; the rows, and the photo runs' videos by (model, precision)."""
+    batch = args.batch_size
     print(f"3. End to end, {args.seconds:g} s of speech, frames/s (and the ratio to Wav2Lip's row of the same input):")
     end_rows, videos = [], {}
     inputs = (("photo", PHOTO, True), ("720p video, searched every frame", video, False),
@@ -241,22 +278,25 @@ def speeds(args, tmp: Path, checkpoints: dict[str, Path]) -> dict:
         row["vs_wav2lip_fp32"] = row["fps"] / base
         print(f"   {row['model']:>9} {row['precision']} {row['face']:<33} {row['fps']:6.1f}  {row['vs_wav2lip_fp32']:5.2f}x")
 
-    print("4. Finding the face in the 720p video:")
-    found = tracking(video)
-    for name, row in found.items():
-        print(f"   {name:<21} {row['ms_per_frame']:6.1f} ms/frame, {row['searches']} of {row['frames']} frames "
-              f"searched; box off the face's slide by {row['mean_error_px']:.1f} px on average, "
-              f"{row['p95_error_px']:.1f} px at the 95th percentile, {row['max_error_px']:.1f} px at most "
-              f"(the box is {row['face_px']:.0f} px)")
+    return end_rows, videos
 
-    bf16_psnr = {}
-    for name in ("paper", "embedded"):
-        a, _ = read_video(videos[name, "fp32"])
-        b, _ = read_video(videos[name, "bf16"])
-        bf16_psnr[name] = psnr(b, a)
-        print(f"5. {name}: PSNR of the bf16 video against the fp32 one {bf16_psnr[name]:.2f} dB")
-    return {"wav2lip_published_fp32_fps": baseline, "model_rows": model_rows, "batches": batches,
-            "end_to_end_rows": end_rows, "tracking": found, "bf16_psnr_db": bf16_psnr}
+
+def encoding(video: Path, tmp: Path) -> dict:
+    """Section 7: the 720p video's frames encoded at CRF 18 with x264's default preset and with generate's."""
+    frames = list(iter_frames(video))
+    rows = {}
+    print(f"7. Encoding the {len(frames)} frames of the 720p video at CRF 18:")
+    for preset in ("medium", ENCODER_PRESET):
+        out = tmp / f"encoded-{preset}.mp4"
+        start = time.perf_counter()
+        with VideoWriter(out, 25, preset=preset) as writer:
+            writer.write(frames)
+        ms = 1000 * (time.perf_counter() - start) / len(frames)
+        decoded, _ = read_video(out)
+        rows[preset] = {"ms_per_frame": ms, "psnr_db": psnr(decoded, np.stack(frames)), "bytes": out.stat().st_size}
+        print(f"   {preset:>9}: {ms:5.1f} ms/frame, PSNR {rows[preset]['psnr_db']:.2f} dB, "
+              f"{rows[preset]['bytes'] / 1e6:.2f} MB", flush=True)
+    return rows
 
 
 def memory(args, tmp: Path, checkpoint: Path) -> dict:
